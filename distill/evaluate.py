@@ -1,0 +1,85 @@
+"""`distill eval`: pass@1 of a model on the built-in held-out problems, served with vLLM.
+
+    distill eval --model runs/student --output runs/eval-student
+
+Writes DIR/samples.jsonl (one row per problem, with the verdict), DIR/results.json and the config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from collections import defaultdict
+from pathlib import Path
+
+from distill import config as config_mod
+from distill.config import EvalConfig
+from distill.errors import DistillError
+from distill.generate import Job, Result, build_messages, run_jobs, sampling_params
+from distill.prompts import load_prompts
+from distill.records import write_json, write_jsonl
+from distill.server import server_for
+from distill.verify import verify_many
+
+
+def run(cfg: EvalConfig) -> dict:
+    if cfg.tasks != "builtin":
+        raise DistillError(f"unknown --tasks {cfg.tasks!r}: this version evaluates 'builtin' (the held-out split)")
+    problems = load_prompts("builtin", split="test", num_prompts=cfg.num_prompts, levels=cfg.levels, seed=cfg.seed)
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    serve = dataclasses.replace(cfg.serve, model=cfg.model)
+    params = sampling_params(cfg.temperature, cfg.top_p, cfg.max_tokens)
+    jobs = [Job(p["id"], 0, build_messages(p["problem"], cfg.prompt_template), None, p) for p in problems]
+    results: dict[str, Result] = {}
+    with server_for(cfg.server_url, cfg.served_model_name, serve, log_dir=out) as server:
+        model = server.model
+        stats = asyncio.run(
+            run_jobs(server, jobs, params, lambda r: results.__setitem__(r.job.id, r), cfg.concurrency, 600.0, "eval")
+        )
+    failed = [r for r in results.values() if r.error]
+    if failed:
+        raise DistillError(f"{len(failed)} eval requests failed (first: {failed[0].error})")
+
+    items = [(p["answer"], results[p["id"]].completion, results[p["id"]].finish_reason) for p in problems]
+    verdicts = verify_many(items, timeout=cfg.timeout, workers=os.cpu_count() or 1)
+    rows, by_level = [], defaultdict(lambda: [0, 0])
+    for p, v in zip(problems, verdicts, strict=True):
+        r = results[p["id"]]
+        rows.append(
+            {
+                **p,
+                "completion": r.completion,
+                "finish_reason": r.finish_reason,
+                "completion_tokens": r.completion_tokens,
+                "correct": v.correct,
+                "verify_reason": v.reason,
+                "extracted": v.extracted,
+            }
+        )
+        by_level[p["level"]][0] += v.correct
+        by_level[p["level"]][1] += 1
+    correct = sum(v.correct for v in verdicts)
+    summary = {
+        "model": cfg.model,
+        "served_model": model,
+        "tasks": cfg.tasks,
+        "n": len(problems),
+        "correct": correct,
+        "pass@1": correct / len(problems),
+        "pass@1_by_level": {str(k): v[0] / v[1] for k, v in sorted(by_level.items())},
+        "mean_completion_tokens": sum(r["completion_tokens"] for r in rows) / len(rows),
+        "truncated": sum(r["finish_reason"] == "length" for r in rows),
+        "tokens_per_s": stats["tokens_per_s"],
+        "sampling": params,
+    }
+    write_jsonl(out / "samples.jsonl", rows)
+    write_json(out / "results.json", summary)
+    config_mod.save(cfg, out)
+    print(
+        f"[distill] eval {cfg.model}: pass@1 {summary['pass@1']:.3f} ({correct}/{len(problems)}) on builtin test; "
+        f"by level {', '.join(f'L{k} {v:.2f}' for k, v in summary['pass@1_by_level'].items())}",
+        flush=True,
+    )
+    return summary

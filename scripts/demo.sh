@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The whole pipeline on the embedded models, on CPU, as a user would run it (`make demo`):
+#   serve the teacher -> generate traces -> eval the teacher -> filter -> eval the untrained student
+#   -> train the student on the kept traces -> eval the trained student.
+# Knobs (environment): RUN (output folder), PROMPTS, SAMPLES, MAX_TOKENS, EVAL_PROMPTS, PORT.
+set -euo pipefail
+
+RUN=${RUN:-runs/demo}
+PROMPTS=${PROMPTS:-160}
+SAMPLES=${SAMPLES:-4}
+MAX_TOKENS=${MAX_TOKENS:-1024}
+EVAL_PROMPTS=${EVAL_PROMPTS:-150}
+PORT=${PORT:-8311}
+mkdir -p "$RUN"
+start=$(date +%s)
+
+# One teacher server for both generate and the teacher's eval (each vLLM start costs ~80 s on CPU).
+distill serve --model embedded:teacher --port "$PORT" >"$RUN/serve-teacher.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+echo "[demo] waiting for the teacher server on port $PORT (log: $RUN/serve-teacher.log)"
+until curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null; do
+  kill -0 $server 2>/dev/null || { echo "[demo] the teacher server died:"; tail -20 "$RUN/serve-teacher.log"; exit 1; }
+  sleep 2
+done
+
+distill generate --server-url "http://127.0.0.1:$PORT" --output "$RUN/gen" \
+  --num-prompts "$PROMPTS" --num-samples "$SAMPLES" --max-tokens "$MAX_TOKENS"
+distill eval --server-url "http://127.0.0.1:$PORT" --model embedded:teacher --output "$RUN/eval-teacher" \
+  --num-prompts "$EVAL_PROMPTS" --max-tokens "$MAX_TOKENS"
+kill $server; wait $server 2>/dev/null || true
+trap - EXIT
+
+distill filter "$RUN/gen" --output "$RUN/filtered"
+distill eval --model embedded:student --output "$RUN/eval-student-before" \
+  --num-prompts "$EVAL_PROMPTS" --max-tokens "$MAX_TOKENS"
+distill train --size tiny --data "$RUN/filtered" --output "$RUN/student"
+distill eval --model "$RUN/student" --output "$RUN/eval-student-after" \
+  --num-prompts "$EVAL_PROMPTS" --max-tokens "$MAX_TOKENS"
+
+python - "$RUN" "$(( $(date +%s) - start ))" <<'PY'
+import json, sys
+run, seconds = sys.argv[1], int(sys.argv[2])
+load = lambda p: json.load(open(f"{run}/{p}"))
+gen, rep = load("gen/summary.json"), load("filtered/report.json")
+t, b, a = (load(f"eval-{w}/results.json") for w in ("teacher", "student-before", "student-after"))
+print()
+print("=== distill demo ===")
+print(f"generation:          {gen['written'] + gen['already_done']} traces, {gen['tokens_per_s']:.0f} generated tokens/s")
+print(f"kept traces:         {rep['kept']}/{rep['total']} ({rep['pass_rate']:.1%})")
+for name, r in (("teacher", t), ("student before", b), ("student after", a)):
+    print(f"{name + ' pass@1:':<21}{r['pass@1']:.3f} ({r['correct']}/{r['n']}) on the built-in held-out split")
+print(f"wall time:           {seconds // 60} min {seconds % 60} s")
+PY
