@@ -48,7 +48,7 @@ class ServeConfig:
     dtype: str = _f("bfloat16", "weights dtype for vLLM (--dtype)")
     startup_timeout: float = _f(900.0, "seconds to wait for the server to answer before giving up")
     cpu_kvcache_gb: float = _f(4.0, "CPU only: KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE)")
-    extra_args: list = _f([], "further vLLM server flags, passed through unchanged")
+    extra_args: list[str] = _f([], "further vLLM server flags, passed through unchanged")
 
 
 @dataclass
@@ -65,7 +65,7 @@ class GenerateConfig:
     answer_column: str = _f("answer", "column holding the gold answer ('' if none)")
     id_column: str = _f("", "column holding a stable prompt id ('' to use the row index)")
     num_prompts: int = _f(64, "how many prompts to use (0: all; builtin: how many to generate)")
-    levels: list = _f([1, 2, 3, 4, 5], "builtin only: difficulty levels to draw from")
+    levels: list[int] = _f([1, 2, 3, 4, 5], "builtin only: difficulty levels to draw from")
     seed: int = _f(0, "seed for built-in problems and per-sample sampling seeds")
     num_samples: int = _f(4, "samples per prompt")
     temperature: float = _f(0.6, "sampling temperature (R1 uses 0.6)")
@@ -111,6 +111,7 @@ class TrainConfig:
     )
     output: str = _f("runs/student", "folder the trained model, tokenizer and config are saved to")
     requires_gpu: bool = _f(False, "stop with a clear message when no CUDA GPU is present")
+    attn_implementation: str = _f("", "attention kernel on GPU, e.g. flash_attention_2 ('' = transformers' default)")
     max_examples: int = _f(0, "use at most this many training rows (0: all)")
     sft: dict = _f({}, "TRL SFTConfig fields (any key of trl.SFTConfig may also be given at the top level)")
 
@@ -125,7 +126,7 @@ class EvalConfig:
     server_url: str = _f("", "use this running OpenAI-compatible server instead of starting vLLM")
     served_model_name: str = _f("", "model name to request from --server-url")
     num_prompts: int = _f(150, "held-out problems to evaluate")
-    levels: list = _f([1, 2, 3, 4, 5], "builtin only: difficulty levels")
+    levels: list[int] = _f([1, 2, 3, 4, 5], "builtin only: difficulty levels")
     seed: int = _f(0, "seed of the built-in problems (must match the one used for generate)")
     temperature: float = _f(0.0, "sampling temperature (0: greedy)")
     top_p: float = _f(1.0, "nucleus sampling")
@@ -190,7 +191,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
         if not isinstance(value, list):
             raise DistillError(f"{where}: expected a list, got {value!r}")
-        return value
+        item_type = (typing.get_args(tp) or [None])[0]
+        return [_coerce(v, item_type, f"{where}[{i}]") if item_type else v for i, v in enumerate(value)]
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
             raise DistillError(f"{where}: expected a mapping, got {value!r}")
@@ -249,7 +251,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         help_ = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
-        if tp is list:
+        if tp is list or typing.get_origin(tp) is list:
             parser.add_argument(flag, dest=f.name, nargs="+", default=argparse.SUPPRESS, help=help_)
         else:
             parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=help_, metavar=f.name.upper())

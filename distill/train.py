@@ -105,7 +105,7 @@ def run(cfg: TrainConfig) -> dict:
         # FlashAttention, Liger and padding-free packing are GPU-only; drop them rather than crash.
         for key in ("use_liger_kernel", "padding_free"):
             sft_kwargs.pop(key, None)
-    attn = sft_kwargs.pop("attn_implementation", None)
+    attn = cfg.attn_implementation
     try:
         args = SFTConfig(output_dir=str(out / "checkpoints"), **sft_kwargs)
     except (TypeError, ValueError) as e:

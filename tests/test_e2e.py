@@ -1,0 +1,96 @@
+"""The whole pipeline through the CLI against the real vLLM server on CPU (marker e2e)."""
+
+import json
+
+import pytest
+
+from distill.cli import main
+from distill.records import read_jsonl
+
+pytestmark = pytest.mark.e2e
+
+
+def rows(path):
+    return list(read_jsonl(path))
+
+
+def test_pipeline_end_to_end(tmp_path, teacher_server, capsys):
+    url = teacher_server.url
+    gen = tmp_path / "gen"
+    common = ["--server-url", url, "--output", str(gen), "--num-prompts", "6", "--levels", "1", "2"]
+    assert main(["generate", *common, "--num-samples", "2", "--max-tokens", "384"]) == 0
+    traces = rows(gen / "traces.jsonl")
+    assert (
+        sorted((r["id"], r["sample"]) for r in traces) == sorted({(r["id"], s) for r in traces for s in (0, 1)})
+        and len(traces) == 12
+    )
+    r = traces[0]
+    for key in (
+        "id",
+        "sample",
+        "problem",
+        "answer",
+        "domain",
+        "messages",
+        "completion",
+        "finish_reason",
+        "prompt_tokens",
+        "completion_tokens",
+        "teacher",
+        "sampling",
+    ):
+        assert key in r, key
+    assert r["messages"][-1] == {"role": "assistant", "content": r["completion"]}
+    assert r["completion_tokens"] > 0 and r["teacher"] == teacher_server.model
+    assert (gen / "distill_config.yaml").is_file() and json.loads((gen / "summary.json").read_text())["written"] == 12
+
+    # Resume after a kill: drop the last rows, leave a torn line; the rerun restores exactly the set.
+    lines = (gen / "traces.jsonl").read_text().splitlines(keepends=True)
+    (gen / "traces.jsonl").write_text("".join(lines[:9]) + lines[9][: len(lines[9]) // 2])
+    assert main(["generate", *common, "--num-samples", "2", "--max-tokens", "384"]) == 0
+    again = rows(gen / "traces.jsonl")
+    assert sorted((r["id"], r["sample"]) for r in again) == sorted((r["id"], r["sample"]) for r in traces)
+
+    # Filter: the teacher solves most level 1-2 problems; every row lands on exactly one side.
+    out = tmp_path / "filtered"
+    assert main(["filter", str(gen), "--output", str(out)]) == 0
+    kept, rejected = rows(out / "kept.jsonl"), rows(out / "rejected.jsonl")
+    report = json.loads((out / "report.json").read_text())
+    assert len(kept) + len(rejected) == 12 == report["total"] and report["kept"] == len(kept)
+    assert len(kept) >= 3, report
+    assert all(r["correct"] and r["verify_reason"] == "correct" for r in kept)
+    assert all(r["reject_reason"] for r in rejected)
+
+    # Train a few steps, then evaluate the trained student with its own vLLM server.
+    student = tmp_path / "student"
+    assert main(["train", "--size", "tiny", "--data", str(out), "--output", str(student), "--set", "max_steps=2"]) == 0
+    assert (student / "model.safetensors").is_file()
+    ev = tmp_path / "eval"
+    assert (
+        main(["eval", "--model", str(student), "--output", str(ev), "--num-prompts", "4", "--max-tokens", "256"]) == 0
+    )
+    res = json.loads((ev / "results.json").read_text())
+    assert res["n"] == 4 and 0.0 <= res["pass@1"] <= 1.0 and len(rows(ev / "samples.jsonl")) == 4
+
+
+def test_teacher_eval_through_server(tmp_path, teacher_server):
+    ev = tmp_path / "eval"
+    argv = [
+        "eval",
+        "--server-url",
+        teacher_server.url,
+        "--model",
+        "embedded:teacher",
+        "--output",
+        str(ev),
+        "--num-prompts",
+        "8",
+        "--levels",
+        "1",
+        "--max-tokens",
+        "384",
+    ]
+    assert main(argv) == 0
+    res = json.loads((ev / "results.json").read_text())
+    # The 0.5B teacher solves one-step problems: a pass@1 of zero would mean the eval path is broken.
+    assert res["n"] == 8 and res["pass@1"] >= 0.5, res
