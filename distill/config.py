@@ -118,14 +118,16 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """pass@1 of a model on a benchmark, served with vLLM."""
+    """pass@1 of a model on a benchmark (eval/<name>.yaml), served with vLLM."""
 
     model: str = _f("embedded:student", "model spec to evaluate")
-    tasks: str = _f("builtin", "benchmark: 'builtin' (the built-in held-out split)")
+    tasks: str = _f("builtin", "benchmark: a name under eval/ (builtin, sample) or the path of a definition YAML")
     output: str = _f("runs/eval", "folder for results.json and samples.jsonl")
     server_url: str = _f("", "use this running OpenAI-compatible server instead of starting vLLM")
     served_model_name: str = _f("", "model name to request from --server-url")
-    num_prompts: int = _f(150, "held-out problems to evaluate")
+    num_prompts: int = _f(
+        150, "problems to evaluate (0: all of a file or Hub benchmark; builtin: how many to generate)"
+    )
     levels: list[int] = _f([1, 2, 3, 4, 5], "builtin only: difficulty levels")
     seed: int = _f(0, "seed of the built-in problems (must match the one used for generate)")
     temperature: float = _f(0.0, "sampling temperature (0: greedy)")

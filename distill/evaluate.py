@@ -1,6 +1,7 @@
-"""`distill eval`: pass@1 of a model on the built-in held-out problems, served with vLLM.
+"""`distill eval`: pass@1 of a model on a benchmark (eval/<name>.yaml), served with vLLM.
 
-    distill eval --model runs/student --output runs/eval-student
+    distill eval --model runs/student --output runs/eval-student             # built-in held-out split
+    distill eval --model runs/student --tasks sample --output runs/eval-sample
 
 Writes DIR/samples.jsonl (one row per problem, with the verdict), DIR/results.json and the config.
 """
@@ -14,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from distill import config as config_mod
+from distill.benchmarks import load_benchmark
 from distill.config import EvalConfig
 from distill.errors import DistillError
 from distill.generate import Job, Result, build_messages, run_jobs, sampling_params
@@ -24,9 +26,20 @@ from distill.verify import verify_many
 
 
 def run(cfg: EvalConfig) -> dict:
-    if cfg.tasks != "builtin":
-        raise DistillError(f"unknown --tasks {cfg.tasks!r}: this version evaluates 'builtin' (the held-out split)")
-    problems = load_prompts("builtin", split="test", num_prompts=cfg.num_prompts, levels=cfg.levels, seed=cfg.seed)
+    bench = load_benchmark(cfg.tasks)
+    problems = load_prompts(
+        bench.dataset,
+        split=bench.split,
+        num_prompts=cfg.num_prompts,
+        problem_column=bench.problem_column,
+        answer_column=bench.answer_column,
+        id_column=bench.id_column,
+        levels=cfg.levels,
+        seed=cfg.seed,
+    )
+    missing = [p["id"] for p in problems if not p["answer"].strip()]
+    if missing:
+        raise DistillError(f"benchmark {bench.name}: {len(missing)} problems have no gold answer (first: {missing[0]})")
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     serve = dataclasses.replace(cfg.serve, model=cfg.model)
@@ -64,7 +77,8 @@ def run(cfg: EvalConfig) -> dict:
     summary = {
         "model": cfg.model,
         "served_model": model,
-        "tasks": cfg.tasks,
+        "tasks": bench.name,
+        "benchmark": dataclasses.asdict(bench),
         "n": len(problems),
         "correct": correct,
         "pass@1": correct / len(problems),
@@ -78,7 +92,7 @@ def run(cfg: EvalConfig) -> dict:
     write_json(out / "results.json", summary)
     config_mod.save(cfg, out)
     print(
-        f"[distill] eval {cfg.model}: pass@1 {summary['pass@1']:.3f} ({correct}/{len(problems)}) on builtin test; "
+        f"[distill] eval {cfg.model}: pass@1 {summary['pass@1']:.3f} ({correct}/{len(problems)}) on {bench.name}; "
         f"by level {', '.join(f'L{k} {v:.2f}' for k, v in summary['pass@1_by_level'].items())}",
         flush=True,
     )

@@ -51,4 +51,6 @@ print(f"kept traces:         {rep['kept']}/{rep['total']} ({rep['pass_rate']:.1%
 for name, r in (("teacher", t), ("student before", b), ("student after", a)):
     print(f"{name + ' pass@1:':<21}{r['pass@1']:.3f} ({r['correct']}/{r['n']}) on the built-in held-out split")
 print(f"wall time:           {seconds // 60} min {seconds % 60} s")
+if a["pass@1"] <= b["pass@1"]:
+    print("training did not improve the student on this run: try more prompts (PROMPTS) or samples (SAMPLES)")
 PY
