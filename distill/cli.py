@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from distill import __version__
@@ -35,20 +36,51 @@ def _parser() -> argparse.ArgumentParser:
     C.add_arguments(t, C.TrainConfig)
 
     e = sub.add_parser(
-        "eval", help="pass@1 of a model on the built-in held-out split", description=C.EvalConfig.__doc__
+        "eval", help="pass@1 of a model on a benchmark (eval/<name>.yaml)", description=C.EvalConfig.__doc__
     )
     C.add_arguments(e, C.EvalConfig)
+
+    h = sub.add_parser(
+        "push",
+        help="upload a generate or filter output folder to the Hugging Face Hub as a dataset, with a card",
+        description="Upload a `distill generate` or `distill filter` output folder as a Hub dataset with a card "
+        "(teacher, sampling, prompt template, counts, pass rates). Authenticate with `hf auth login` or HF_TOKEN.",
+    )
+    h.add_argument("folder", help="a `distill generate` or `distill filter` output folder")
+    h.add_argument("--repo-id", required=True, help="dataset repo on the Hub: NAME or OWNER/NAME")
+    h.add_argument("--private", action="store_true", help="create the repo as private")
+    h.add_argument("--revision", default=None, help="branch to push to (default: main)")
     return p
 
 
+def _split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
+    """`distill serve ... -- --vllm-flag value`: everything after `--` goes to vLLM unchanged."""
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1 :]
+    return argv, []
+
+
+def _sigterm_as_interrupt(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv, passthrough = _split_passthrough(list(sys.argv[1:] if argv is None else argv))
     args = _parser().parse_args(argv)
+    if passthrough and args.command != "serve":
+        print(f"distill {args.command}: error: only `distill serve` passes flags after `--` on", file=sys.stderr)
+        return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # SIGTERM (kill, Slurm's time limit) unwinds like Ctrl-C: servers stopped, outputs closed cleanly.
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) if args.command != "serve" else None
     try:
         if args.command == "serve":
             from distill.server import serve_forever
 
-            serve_forever(C.from_args(C.ServeConfig, args))
+            cfg = C.from_args(C.ServeConfig, args)
+            cfg.extra_args = [*cfg.extra_args, *passthrough]
+            serve_forever(cfg)
         elif args.command == "generate":
             from distill import generate
 
@@ -70,12 +102,20 @@ def main(argv: list[str] | None = None) -> int:
             from distill import evaluate
 
             evaluate.run(C.from_args(C.EvalConfig, args))
+        elif args.command == "push":
+            from distill.hub import push_dataset
+
+            url = push_dataset(args.folder, args.repo_id, private=args.private, revision=args.revision)
+            print(f"[distill] pushed {args.folder} to {url}", flush=True)
     except DistillError as e:
         print(f"distill {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"distill {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -39,16 +39,35 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass
 class ServeConfig:
-    """Start vLLM's OpenAI-compatible server for a model and wait until it answers."""
+    """Start vLLM's OpenAI-compatible server for a model and wait until it answers.
+
+    Any other vLLM server flag goes after `--`: `distill serve --model M -- --enable-prefix-caching`."""
 
     model: str = _f("embedded:teacher", "model spec: embedded:teacher|embedded:student, a folder or a Hub id")
     host: str = _f("127.0.0.1", "address to bind")
     port: int = _f(0, "port to bind (0: pick a free one)")
+    served_model_name: str = _f("", "name clients request the model by ('' = a short name derived from --model)")
     max_model_len: int = _f(4096, "longest prompt + completion in tokens (vLLM --max-model-len)")
     dtype: str = _f("bfloat16", "weights dtype for vLLM (--dtype)")
+    tensor_parallel_size: int = _f(1, "GPUs one model replica is split across, layer by layer (vLLM -tp)")
+    pipeline_parallel_size: int = _f(1, "pipeline stages (vLLM -pp); with Ray, stages may sit on different nodes")
+    data_parallel_size: int = _f(1, "independent model replicas behind this one server (vLLM -dp)")
+    gpu_memory_utilization: float = _f(0.0, "GPU only: share of GPU memory vLLM may take (0: vLLM's default, 0.9)")
+    distributed_executor_backend: str = _f("", "'' (vLLM picks), mp or ray (ray for a model spanning nodes)")
     startup_timeout: float = _f(900.0, "seconds to wait for the server to answer before giving up")
     cpu_kvcache_gb: float = _f(4.0, "CPU only: KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE)")
-    extra_args: list[str] = _f([], "further vLLM server flags, passed through unchanged")
+    extra_args: list[str] = _f(
+        [], "further vLLM server flags, passed through unchanged (on the command line: after --)"
+    )
+
+    def __post_init__(self) -> None:
+        for key in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
+            if getattr(self, key) < 1:
+                raise DistillError(f"serve: key '{key}' must be at least 1, got {getattr(self, key)}")
+        if not 0.0 <= self.gpu_memory_utilization <= 1.0:
+            raise DistillError(
+                f"serve: key 'gpu_memory_utilization' must lie in [0, 1], got {self.gpu_memory_utilization}"
+            )
 
 
 @dataclass
@@ -57,7 +76,11 @@ class GenerateConfig:
 
     output: str = _f("runs/traces.jsonl", "JSONL file the trace rows are appended to")
     teacher: str = _f("embedded:teacher", "model spec served when no --server-url is given")
-    server_url: str = _f("", "use this running OpenAI-compatible server (…/v1) instead of starting vLLM")
+    server_url: list[str] = _f(
+        [],
+        "running OpenAI-compatible server(s) (…/v1) to use instead of starting vLLM; with several, each "
+        "request goes to the one with the fewest requests in flight",
+    )
     served_model_name: str = _f("", "model name to request from --server-url (default: the server's first model)")
     dataset: str = _f("builtin", "prompts: 'builtin', a local .jsonl/.parquet file, or a Hugging Face dataset id")
     split: str = _f("train", "split of the dataset (builtin: train|test)")
@@ -82,8 +105,14 @@ class GenerateConfig:
         "send a stable per-sample seed with each request (reproducible sampling on GPU vLLM); off by "
         "default because vLLM's CPU build crashes its engine on seeded requests whose prefill is chunked",
     )
-    concurrency: int = _f(64, "requests in flight at once")
-    request_timeout: float = _f(600.0, "seconds before one request is abandoned")
+    concurrency: int = _f(0, "requests in flight at once, over all servers (0: 64 per server)")
+    request_timeout: float = _f(600.0, "seconds before one attempt of a request is abandoned (then retried)")
+    max_retries: int = _f(4, "retries per sample after a 5xx, 429, timeout or dropped connection (with backoff)")
+    retry_backoff: float = _f(1.0, "seconds of the first retry's backoff; doubles per retry (up to 30 s), with jitter")
+    overwrite: bool = _f(
+        False, "start a new run in --output, deleting its earlier traces (needed when a sampling setting changed)"
+    )
+    push_to_hub: str = _f("", "after the run, upload the output folder as a Hub dataset with this repo id")
     serve: ServeConfig = _f(None, "server settings when generate starts vLLM itself")  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -98,6 +127,7 @@ class FilterConfig:
     output: str = _f("runs/filtered", "folder for kept.jsonl, rejected.jsonl and report.json")
     timeout: float = _f(5.0, "hard wall-clock bound per sample for verification, seconds")
     workers: int = _f(0, "verification worker processes (0: one per core)")
+    push_to_hub: str = _f("", "after filtering, upload the output folder as a Hub dataset with this repo id")
 
 
 @dataclass
@@ -123,7 +153,7 @@ class EvalConfig:
     model: str = _f("embedded:student", "model spec to evaluate")
     tasks: str = _f("builtin", "benchmark: a name under eval/ (builtin, sample) or the path of a definition YAML")
     output: str = _f("runs/eval", "folder for results.json and samples.jsonl")
-    server_url: str = _f("", "use this running OpenAI-compatible server instead of starting vLLM")
+    server_url: list[str] = _f([], "running OpenAI-compatible server(s) to use instead of starting vLLM")
     served_model_name: str = _f("", "model name to request from --server-url")
     num_prompts: int = _f(
         150, "problems to evaluate (0: all of a file or Hub benchmark; builtin: how many to generate)"
@@ -134,7 +164,7 @@ class EvalConfig:
     top_p: float = _f(1.0, "nucleus sampling")
     max_tokens: int = _f(1024, "max new tokens per answer")
     prompt_template: str = _f(DEFAULT_PROMPT_TEMPLATE, "user message; {problem} is replaced by the problem")
-    concurrency: int = _f(64, "requests in flight at once")
+    concurrency: int = _f(0, "requests in flight at once (0: 64 per server)")
     timeout: float = _f(5.0, "verification time bound per sample, seconds")
     serve: ServeConfig = _f(None, "server settings when eval starts vLLM itself")  # type: ignore[assignment]
 
@@ -286,6 +316,18 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+# Keys that `save` adds to a resolved config to record what ran; a saved config given back with
+# --config is accepted (its stage must match the command), and these keys are not settings.
+RECORD_KEYS = ("stage", "input", "resolved_model")
+
+
+def _without_record_keys(cls: type, values: dict, source: str) -> dict:
+    stage = cls.__name__.removesuffix("Config").lower()
+    if "stage" in values and values["stage"] != stage:
+        raise DistillError(f"{source}: this config is for `distill {values['stage']}`, not `distill {stage}`")
+    return {k: v for k, v in values.items() if k not in RECORD_KEYS}
+
+
 def _check_keys(cls: type, values: dict, source: str, extra: set[str] | None) -> None:
     names = {f.name for f in dataclasses.fields(cls)}
     for key in values:
@@ -303,7 +345,7 @@ def from_args(
     """default < `base` (e.g. a size recipe) < --config FILE < --set < flags; each layer's keys checked."""
     layers = [(base_source, dict(base or {}))]
     if getattr(args, "config", None):
-        layers.append((str(args.config), load_yaml(args.config)))
+        layers.append((str(args.config), _without_record_keys(cls, load_yaml(args.config), str(args.config))))
     layers.append(("--set", parse_overrides(getattr(args, "overrides", []))))
     names = {f.name for f in dataclasses.fields(cls)}
     layers.append(("command line", {k: v for k, v in vars(args).items() if k in names}))

@@ -21,7 +21,7 @@ from distill.errors import DistillError
 from distill.generate import Job, Result, build_messages, run_jobs, sampling_params
 from distill.prompts import load_prompts
 from distill.records import write_json, write_jsonl
-from distill.server import server_for
+from distill.server import servers_for
 from distill.verify import verify_many
 
 
@@ -46,10 +46,10 @@ def run(cfg: EvalConfig) -> dict:
     params = sampling_params(cfg.temperature, cfg.top_p, cfg.max_tokens)
     jobs = [Job(p["id"], 0, build_messages(p["problem"], cfg.prompt_template), None, p) for p in problems]
     results: dict[str, Result] = {}
-    with server_for(cfg.server_url, cfg.served_model_name, serve, log_dir=out) as server:
-        model = server.model
+    with servers_for(cfg.server_url, cfg.served_model_name, serve, log_dir=out) as servers:
+        model = servers[0].model
         stats = asyncio.run(
-            run_jobs(server, jobs, params, lambda r: results.__setitem__(r.job.id, r), cfg.concurrency, 600.0, "eval")
+            run_jobs(servers, jobs, params, lambda r: results.__setitem__(r.job.id, r), cfg.concurrency, 600.0, "eval")
         )
     failed = [r for r in results.values() if r.error]
     if failed:

@@ -94,6 +94,11 @@ def run(cfg: FilterConfig, input_path: str) -> dict:
         f"rejected: {dict(report['reject_reasons'])}; slowest sample {slowest:.2f} s",
         flush=True,
     )
+    if cfg.push_to_hub:
+        from distill.hub import push_dataset
+
+        url = push_dataset(out, cfg.push_to_hub)
+        print(f"[distill] pushed {out} to {url}", flush=True)
     return report
 
 

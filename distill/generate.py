@@ -1,20 +1,30 @@
-"""`distill generate`: n reasoning traces per prompt from a teacher behind an OpenAI-compatible server.
+"""`distill generate`: n reasoning traces per prompt from a teacher behind OpenAI-compatible servers.
 
     distill generate --output runs/gen --num-prompts 64 --num-samples 4
+    distill generate --server-url http://node1:8000/v1 http://node2:8000/v1 --output runs/gen ...
 
-Writes DIR/traces.jsonl (one row per sample, appended as each arrives, see distill.records),
-DIR/summary.json and DIR/distill_config.yaml. Without --server-url it starts vLLM for --teacher
-and stops it at the end. Re-running the same command skips the (id, sample) pairs already written.
+Writes DIR/traces.jsonl (one row per sample, appended and flushed as each arrives, see distill.records),
+DIR/failures.jsonl (samples that failed after their retries in the last run), DIR/summary.json,
+DIR/run.json (the settings that determine the results) and DIR/distill_config.yaml. Without
+--server-url it starts vLLM for --teacher and stops it at the end.
+
+Crash safety: each (id, sample) is written once. A run killed at any moment (even SIGKILL) leaves
+complete rows plus at most one torn last line; the same command run again cuts the torn line and
+requests only the missing samples. A resume whose sampling settings, prompts or teacher differ from the
+first run's is refused (--overwrite starts a new run). A lock file keeps two runs from writing one file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
+import os
 import random
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,12 +34,34 @@ from tqdm import tqdm
 from distill import config as config_mod
 from distill.config import GenerateConfig
 from distill.errors import DistillError
+from distill.models import model_name
 from distill.prompts import load_prompts
 from distill.records import assistant_text, read_jsonl, truncate_torn_tail, write_json
-from distill.server import Server, server_for
+from distill.server import Server, connect_all, servers_for
 
 TRACES = "traces.jsonl"
-RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+FAILURES = "failures.jsonl"
+RUN_FILE = "run.json"
+LOCK_FILE = ".distill-generate.lock"
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+PER_SERVER_CONCURRENCY = 64
+# Settings that change what the teacher writes: a resume must match the first run on each of these.
+# num_prompts and num_samples may grow (a resume then adds the new samples).
+FINGERPRINT_KEYS = (
+    "dataset",
+    "split",
+    "problem_column",
+    "answer_column",
+    "id_column",
+    "levels",
+    "seed",
+    "prompt_template",
+    "system_prompt",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "per_request_seed",
+)
 
 
 @dataclass
@@ -50,6 +82,8 @@ class Result:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str = ""
+    attempts: int = 0
+    server: str = ""
 
 
 def build_messages(problem: str, template: str, system_prompt: str = "") -> list[dict]:
@@ -68,91 +102,165 @@ def sample_seed(seed: int, pid: str, sample: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(pid.encode()) * 64 + sample) % (2**31 - 1)
 
 
+# --------------------------------------------------------------------------------------------------
+# The client: one request with retries, many requests balanced over servers
+
+
+def pick_server(servers: list[Server]) -> Server:
+    """The server with the fewest requests in flight, among those not cooling down after failures."""
+    now = time.monotonic()
+    up = [s for s in servers if s.down_until <= now] or servers
+    least = min(s.inflight for s in up)
+    return random.choice([s for s in up if s.inflight == least])
+
+
+def backoff(attempt: int, retry_after: float | None = None, base: float = 1.0, cap: float = 30.0) -> float:
+    """Seconds to wait before retry `attempt` (1, 2, ...): exponential with full jitter, or Retry-After."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), 120.0)
+    return random.uniform(0.0, min(cap, base * 2 ** (attempt - 1)) * 2)
+
+
+def _retry_after(headers: object) -> float | None:
+    try:
+        return float(headers.get("Retry-After"))  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        return None
+
+
 async def _request(
-    session: aiohttp.ClientSession, server: Server, job: Job, params: dict, timeout: float, retries: int = 3
+    session: aiohttp.ClientSession,
+    servers: list[Server],
+    job: Job,
+    params: dict,
+    timeout: float,
+    retries: int,
+    on_retry: Callable[[], None] | None = None,
+    backoff_base: float = 1.0,
 ) -> Result:
-    body = {"model": server.model, "messages": job.messages, **params}
-    if job.seed is not None:
-        body["seed"] = job.seed
+    """One sample: try up to 1 + `retries` times, each attempt on the least-loaded healthy server."""
     err = ""
+    wait: float | None = None
     for attempt in range(retries + 1):
         if attempt:
-            await asyncio.sleep(min(30.0, 2.0**attempt) * (0.5 + random.random()))
+            if on_retry:
+                on_retry()
+            await asyncio.sleep(backoff(attempt, wait, base=backoff_base))
+        wait = None
+        server = pick_server(servers)
+        body = {"model": server.model, "messages": job.messages, **params}
+        if job.seed is not None:
+            body["seed"] = job.seed
+        server.inflight += 1
         try:
             async with session.post(
                 server.url + "/chat/completions", json=body, timeout=aiohttp.ClientTimeout(total=timeout)
             ) as r:
                 text = await r.text()
-                if r.status in RETRY_STATUS:
-                    err = f"HTTP {r.status}: {text[:200]}"
-                    continue
                 if r.status != 200:
-                    return Result(job, error=f"HTTP {r.status}: {text[:300]}")
+                    err = f"HTTP {r.status} from {server.url}: {text[:200]}"
+                    if r.status not in RETRY_STATUS:
+                        return Result(job, error=err, attempts=attempt + 1, server=server.url)
+                    wait = _retry_after(r.headers) if r.status in (429, 503) else None
+                    _mark_failed(server)
+                    continue
                 data = json.loads(text)
-        except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as e:
-            err = f"{type(e).__name__}: {e}"[:300]
+                choice = data["choices"][0]
+                msg = choice.get("message") or {}
+                usage = data.get("usage") or {}
+                result = Result(
+                    job,
+                    completion=msg.get("content") or "",
+                    reasoning=msg.get("reasoning_content") or msg.get("reasoning") or "",
+                    finish_reason=choice.get("finish_reason") or "",
+                    prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                    completion_tokens=int(usage.get("completion_tokens") or 0),
+                    attempts=attempt + 1,
+                    server=server.url,
+                )
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            kind = "timeout" if isinstance(e, asyncio.TimeoutError) else type(e).__name__
+            err = f"{kind} from {server.url}: {e}"[:300]
+            _mark_failed(server)
             continue
-        choice = data["choices"][0]
-        msg = choice.get("message") or {}
-        usage = data.get("usage") or {}
-        return Result(
-            job,
-            completion=msg.get("content") or "",
-            reasoning=msg.get("reasoning_content") or msg.get("reasoning") or "",
-            finish_reason=choice.get("finish_reason") or "",
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-        )
-    return Result(job, error=err or "failed")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:  # a 200 that is not a completion
+            err = f"malformed response from {server.url}: {type(e).__name__}: {e}"[:300]
+            _mark_failed(server)
+            continue
+        finally:
+            server.inflight -= 1
+        server.failures, server.down_until = 0, 0.0
+        return result
+    return Result(job, error=err or "failed", attempts=retries + 1)
+
+
+def _mark_failed(server: Server) -> None:
+    """After consecutive failures a server is avoided for a while (others take its requests)."""
+    server.failures += 1
+    if server.failures >= 2:
+        server.down_until = time.monotonic() + min(30.0, 2.0 ** (server.failures - 2))
 
 
 async def run_jobs(
-    server: Server,
+    servers: Server | list[Server],
     jobs: list[Job],
     params: dict,
     on_result: Callable[[Result], None],
     concurrency: int,
     timeout: float,
     desc: str = "generate",
+    retries: int = 4,
+    stats: dict | None = None,
+    backoff_base: float = 1.0,
 ) -> dict:
-    """Keep `concurrency` requests in flight until every job is done; call on_result as each ends."""
-    queue: asyncio.Queue[Job] = asyncio.Queue()
-    for j in jobs:
-        queue.put_nowait(j)
-    stats = {"done": 0, "failed": 0, "completion_tokens": 0, "prompt_tokens": 0}
+    """Keep `concurrency` requests in flight (a semaphore, not batches: a slow request never holds
+    the others back) until every job is done; call on_result as each ends. Counts go into `stats`
+    as they happen (so a caller still has them after an interrupt)."""
+    servers = servers if isinstance(servers, list) else [servers]
+    concurrency = concurrency or PER_SERVER_CONCURRENCY * len(servers)
+    stats = stats if stats is not None else {}
+    stats.update({"done": 0, "failed": 0, "retries": 0, "completion_tokens": 0, "prompt_tokens": 0})
     start = time.monotonic()
     bar = tqdm(total=len(jobs), desc=desc, unit="sample", dynamic_ncols=True, mininterval=1.0)
+    sem = asyncio.Semaphore(max(1, concurrency))
+    inflight = 0
 
-    async def worker(session: aiohttp.ClientSession) -> None:
-        while True:
+    def count_retry() -> None:
+        stats["retries"] += 1
+
+    async def one(session: aiohttp.ClientSession, job: Job) -> None:
+        nonlocal inflight
+        async with sem:
+            inflight += 1
             try:
-                job = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            res = await _request(session, server, job, params, timeout)
-            on_result(res)
-            if res.error:
-                stats["failed"] += 1
-            else:
-                stats["done"] += 1
-                stats["completion_tokens"] += res.completion_tokens
-                stats["prompt_tokens"] += res.prompt_tokens
-            elapsed = max(time.monotonic() - start, 1e-9)
-            bar.update(1)
-            bar.set_postfix(
-                tok_s=f"{stats['completion_tokens'] / elapsed:.0f}",
-                samples_s=f"{stats['done'] / elapsed:.2f}",
-                failed=stats["failed"],
-                refresh=False,
-            )
+                res = await _request(session, servers, job, params, timeout, retries, count_retry, backoff_base)
+            finally:
+                inflight -= 1
+        on_result(res)
+        if res.error:
+            stats["failed"] += 1
+        else:
+            stats["done"] += 1
+            stats["completion_tokens"] += res.completion_tokens
+            stats["prompt_tokens"] += res.prompt_tokens
+        elapsed = max(time.monotonic() - start, 1e-9)
+        bar.update(1)
+        bar.set_postfix(
+            tok_s=f"{stats['completion_tokens'] / elapsed:.0f}",
+            samples_s=f"{stats['done'] / elapsed:.2f}",
+            inflight=inflight,
+            failed=stats["failed"],
+            retries=stats["retries"],
+            refresh=False,
+        )
 
     connector = aiohttp.TCPConnector(limit=0)
     try:
         async with aiohttp.ClientSession(connector=connector) as session:
-            await asyncio.gather(*(worker(session) for _ in range(max(1, min(concurrency, len(jobs))))))
+            await asyncio.gather(*(one(session, j) for j in jobs))
     finally:
         bar.close()
-    stats["seconds"] = round(time.monotonic() - start, 2)
+        stats["seconds"] = round(time.monotonic() - start, 2)
     stats["tokens_per_s"] = round(stats["completion_tokens"] / max(stats["seconds"], 1e-9), 1)
     stats["samples_per_s"] = round(stats["done"] / max(stats["seconds"], 1e-9), 3)
     return stats
@@ -162,17 +270,99 @@ def sampling_params(temperature: float, top_p: float, max_tokens: int) -> dict:
     return {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
 
 
+# --------------------------------------------------------------------------------------------------
+# The output folder: lock, fingerprint, resume
+
+
 def output_file(output: str | Path) -> Path:
     """generate writes into a folder; a path ending in .jsonl names the traces file itself."""
     out = Path(output)
     return out if out.suffix == ".jsonl" else out / TRACES
 
 
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the output folder for the whole run (released by the kernel on any exit)."""
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise DistillError(
+                f"another `distill generate` (pid {holder}) is writing to {folder}; wait for it or use another --output"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def fingerprint(cfg: GenerateConfig, teacher: str) -> dict:
+    return {"teacher": teacher, **{k: getattr(cfg, k) for k in FINGERPRINT_KEYS}}
+
+
+def check_resume(folder: Path, path: Path, current: dict) -> None:
+    """Refuse to append to traces made with other settings; name each difference."""
+    run_file = folder / RUN_FILE
+    if run_file.is_file():
+        try:
+            before = json.loads(run_file.read_text()).get("fingerprint", {})
+        except (OSError, ValueError):
+            before = {}
+        source = str(run_file)
+    else:  # traces from elsewhere, or from a run killed before run.json was written: check what rows say
+        first = next(iter(read_jsonl(path, allow_torn_tail=True)), None) or {}
+        sampling = first.get("sampling") or {}
+        before = {
+            "teacher": first.get("teacher"),
+            **{k: sampling.get(k) for k in ("temperature", "top_p", "max_tokens")},
+        }
+        before = {k: v for k, v in before.items() if v is not None}
+        source = f"the first row of {path}"
+    diffs = [f"{k}: {before[k]!r} -> {v!r}" for k, v in current.items() if k in before and before[k] != v]
+    if diffs:
+        raise DistillError(
+            f"{path} was made with other settings ({'; '.join(diffs)}; see {source}); resuming would mix them. "
+            "Use another --output, or --overwrite true to start a new run here"
+        )
+
+
+def _trace_row(res: Result, params: dict, teacher: str) -> dict:
+    p = res.job.meta
+    return {
+        "id": p["id"],
+        "sample": res.job.sample,
+        "problem": p["problem"],
+        "answer": p["answer"],
+        "domain": p.get("domain", "math"),
+        "level": p.get("level", 0),
+        "messages": res.job.messages
+        + [{"role": "assistant", "content": assistant_text(res.completion, res.reasoning)}],
+        "completion": res.completion,
+        "reasoning": res.reasoning,
+        "finish_reason": res.finish_reason,
+        "truncated": res.finish_reason == "length",
+        "prompt_tokens": res.prompt_tokens,
+        "completion_tokens": res.completion_tokens,
+        "teacher": teacher,
+        "sampling": {**params, "seed": res.job.seed},
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# The stage
+
+
 def run(cfg: GenerateConfig) -> dict:
     if cfg.num_samples < 1:
         raise DistillError("num_samples must be at least 1")
-    if cfg.concurrency < 1:
-        raise DistillError("concurrency must be at least 1")
+    if cfg.concurrency < 0:
+        raise DistillError("concurrency must be 0 (automatic) or more")
+    if cfg.max_retries < 0 or cfg.retry_backoff < 0:
+        raise DistillError("max_retries and retry_backoff must be 0 or more")
     prompts = load_prompts(
         cfg.dataset,
         split=cfg.split,
@@ -183,86 +373,133 @@ def run(cfg: GenerateConfig) -> dict:
         levels=cfg.levels,
         seed=cfg.seed,
     )
+    messages = {p["id"]: build_messages(p["problem"], cfg.prompt_template, cfg.system_prompt) for p in prompts}
+    # Running servers are checked before anything is written (a dead URL fails within seconds).
+    remote = connect_all(cfg.server_url, cfg.served_model_name) if cfg.server_url else None
+    teacher = remote[0].model if remote else (cfg.serve.served_model_name or model_name(cfg.teacher))
+
     path = output_file(cfg.output)
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
+    with locked(folder):
+        if cfg.overwrite:
+            for name in (path.name, FAILURES, RUN_FILE, "summary.json"):
+                (folder / name).unlink(missing_ok=True)
+        truncate_torn_tail(path)
+        current = fingerprint(cfg, teacher)
+        if path.exists() and path.stat().st_size:
+            check_resume(folder, path, current)
+        write_json(folder / RUN_FILE, {"fingerprint": current})
+        config_mod.save(cfg, folder)
+        done = {(r["id"], r["sample"]) for r in read_jsonl(path)} if path.exists() else set()
+        jobs = [
+            Job(
+                id=p["id"],
+                sample=s,
+                messages=messages[p["id"]],
+                seed=sample_seed(cfg.seed, p["id"], s) if cfg.per_request_seed else None,
+                meta=p,
+            )
+            for p in prompts
+            for s in range(cfg.num_samples)
+            if (p["id"], s) not in done
+        ]
+        if done:
+            print(f"[distill] resuming {path}: {len(done)} samples already written, {len(jobs)} to go", flush=True)
+        summary = _generate(cfg, remote, teacher, jobs, path, folder, len(prompts), len(done))
+    if cfg.push_to_hub and not summary["failed"]:
+        from distill.hub import push_dataset
 
-    # Resume: keep complete rows, cut a line torn by a kill, skip what is already there.
-    truncate_torn_tail(path)
-    done = {(r["id"], r["sample"]) for r in read_jsonl(path)} if path.exists() else set()
-    jobs = [
-        Job(
-            id=p["id"],
-            sample=s,
-            messages=build_messages(p["problem"], cfg.prompt_template, cfg.system_prompt),
-            seed=sample_seed(cfg.seed, p["id"], s) if cfg.per_request_seed else None,
-            meta=p,
-        )
-        for p in prompts
-        for s in range(cfg.num_samples)
-        if (p["id"], s) not in done
-    ]
-    if done:
-        print(f"[distill] resuming {path}: {len(done)} samples already written, {len(jobs)} to go", flush=True)
-    config_mod.save(cfg, folder)
+        url = push_dataset(folder, cfg.push_to_hub)
+        print(f"[distill] pushed {folder} to {url}", flush=True)
+    return summary
+
+
+def _generate(
+    cfg: GenerateConfig,
+    remote: list[Server] | None,
+    teacher: str,
+    jobs: list[Job],
+    path: Path,
+    folder: Path,
+    n_prompts: int,
+    n_done: int,
+) -> dict:
     params = sampling_params(cfg.temperature, cfg.top_p, cfg.max_tokens)
-
-    stats: dict = {"done": 0, "failed": 0, "completion_tokens": 0, "seconds": 0.0, "tokens_per_s": 0.0}
+    stats: dict = {"done": 0, "failed": 0, "retries": 0, "completion_tokens": 0, "seconds": 0.0, "tokens_per_s": 0.0}
     errors: list[str] = []
     finish: dict[str, int] = {}
-    if jobs:
-        with server_for(cfg.server_url, cfg.served_model_name, cfg.serve, log_dir=folder) as server:
-            with open(path, "a", encoding="utf-8") as out:
+    interrupted = False
+    try:
+        if jobs:
+            with contextlib.ExitStack() as stack:
+                servers = remote or stack.enter_context(servers_for([], "", cfg.serve, log_dir=folder))
+                out = stack.enter_context(open(path, "a", encoding="utf-8"))
+                failures = stack.enter_context(open(folder / FAILURES, "w", encoding="utf-8"))
 
                 def on_result(res: Result) -> None:
                     if res.error:
                         errors.append(f"{res.job.id}#{res.job.sample}: {res.error}")
+                        failure = {"id": res.job.id, "sample": res.job.sample, "error": res.error}
+                        failures.write(json.dumps({**failure, "attempts": res.attempts}) + "\n")
+                        failures.flush()
                         return
-                    p = res.job.meta
-                    row = {
-                        "id": p["id"],
-                        "sample": res.job.sample,
-                        "problem": p["problem"],
-                        "answer": p["answer"],
-                        "domain": p.get("domain", "math"),
-                        "level": p.get("level", 0),
-                        "messages": res.job.messages
-                        + [{"role": "assistant", "content": assistant_text(res.completion, res.reasoning)}],
-                        "completion": res.completion,
-                        "reasoning": res.reasoning,
-                        "finish_reason": res.finish_reason,
-                        "prompt_tokens": res.prompt_tokens,
-                        "completion_tokens": res.completion_tokens,
-                        "teacher": server.model,
-                        "sampling": {**params, "seed": res.job.seed},
-                    }
                     finish[res.finish_reason] = finish.get(res.finish_reason, 0) + 1
-                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    # One write of one whole line, flushed at once: a kill leaves at most a torn tail.
+                    out.write(json.dumps(_trace_row(res, params, teacher), ensure_ascii=False) + "\n")
                     out.flush()
 
-                stats = asyncio.run(run_jobs(server, jobs, params, on_result, cfg.concurrency, cfg.request_timeout))
-    summary = {
-        "output": str(path),
-        "prompts": len(prompts),
-        "requested_samples": len(prompts) * cfg.num_samples,
-        "already_done": len(done),
-        "written": stats["done"],
-        "failed": stats["failed"],
-        "finish_reasons": finish,
-        "completion_tokens": stats["completion_tokens"],
-        "seconds": stats["seconds"],
-        "tokens_per_s": stats["tokens_per_s"],
-        "errors": errors[:20],
-    }
-    write_json(folder / "summary.json", summary)
+                start = time.monotonic()
+                try:
+                    asyncio.run(
+                        run_jobs(
+                            servers,
+                            jobs,
+                            params,
+                            on_result,
+                            cfg.concurrency,
+                            cfg.request_timeout,
+                            retries=cfg.max_retries,
+                            stats=stats,
+                            backoff_base=cfg.retry_backoff,
+                        )
+                    )
+                finally:
+                    stats["seconds"] = round(time.monotonic() - start, 2)
+                    stats["tokens_per_s"] = round(stats["completion_tokens"] / max(stats["seconds"], 1e-9), 1)
+        else:
+            (folder / FAILURES).unlink(missing_ok=True)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        summary = {
+            "output": str(path),
+            "teacher": teacher,
+            "prompts": n_prompts,
+            "requested_samples": n_prompts * cfg.num_samples,
+            "already_done": n_done,
+            "written": stats["done"],
+            "failed": stats["failed"],
+            "retries": stats["retries"],
+            "finish_reasons": finish,
+            "truncated": finish.get("length", 0),
+            "completion_tokens": stats["completion_tokens"],
+            "seconds": stats["seconds"],
+            "tokens_per_s": stats["tokens_per_s"],
+            "interrupted": interrupted,
+            "errors": errors[:20],
+        }
+        write_json(folder / "summary.json", summary)
     print(
         f"[distill] generate: {stats['done']} samples written to {path} "
         f"({stats['completion_tokens']} tokens, {stats['tokens_per_s']:.0f} tok/s, {stats['seconds']:.0f} s); "
-        f"{stats['failed']} failed",
+        f"{summary['truncated']} truncated, {stats['retries']} retries, {stats['failed']} failed",
         flush=True,
     )
     if stats["failed"]:
         raise DistillError(
-            f"{stats['failed']} samples failed (first: {errors[0]}); run the same command again to retry them"
+            f"{stats['failed']} samples failed after {cfg.max_retries} retries (first: {errors[0]}; all in "
+            f"{folder / FAILURES}); run the same command again to retry them"
         )
     return summary

@@ -30,12 +30,15 @@ from distill.errors import DistillError
 from distill.models import distill_home, model_name, resolve_model
 
 
-@dataclass
+@dataclass(eq=False)
 class Server:
     url: str  # base URL ending in /v1
     model: str  # served model name to put in requests
     process: subprocess.Popen | None = None
     log_path: Path | None = None
+    inflight: int = 0  # requests now being answered by this server (the client balances on it)
+    failures: int = 0  # consecutive failed attempts; reset by a success
+    down_until: float = 0.0  # monotonic time before which new requests avoid this server
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -78,7 +81,31 @@ def connect(url: str, model: str = "") -> Server:
     return Server(url=url, model=model or models[0])
 
 
+def connect_all(urls: list[str], model: str = "") -> list[Server]:
+    """Connect to every URL (each must answer within seconds) and check that they serve one model."""
+    if len(set(urls)) != len(urls):
+        raise DistillError(f"--server-url lists a server twice: {', '.join(urls)}")
+    servers = [connect(u, model) for u in urls]
+    names = {s.model for s in servers}
+    if len(names) > 1:
+        listing = ", ".join(f"{s.url} serves {s.model!r}" for s in servers)
+        raise DistillError(f"the servers serve different models ({listing}); pass --served-model-name")
+    return servers
+
+
 def server_command(cfg: ServeConfig, model_path: str, name: str, port: int) -> list[str]:
+    parallel = []
+    for flag, value in (
+        ("--tensor-parallel-size", cfg.tensor_parallel_size),
+        ("--pipeline-parallel-size", cfg.pipeline_parallel_size),
+        ("--data-parallel-size", cfg.data_parallel_size),
+    ):
+        if value != 1:
+            parallel += [flag, str(value)]
+    if cfg.gpu_memory_utilization:
+        parallel += ["--gpu-memory-utilization", str(cfg.gpu_memory_utilization)]
+    if cfg.distributed_executor_backend:
+        parallel += ["--distributed-executor-backend", cfg.distributed_executor_backend]
     return [
         sys.executable,
         "-m",
@@ -96,6 +123,7 @@ def server_command(cfg: ServeConfig, model_path: str, name: str, port: int) -> l
         "--dtype",
         cfg.dtype,
         "--disable-uvicorn-access-log",
+        *parallel,
         *[str(a) for a in cfg.extra_args],
     ]
 
@@ -111,6 +139,18 @@ def server_env(cfg: ServeConfig) -> dict[str, str]:
     env.setdefault("VLLM_NO_USAGE_STATS", "1")
     env.setdefault("DO_NOT_TRACK", "1")
     return env
+
+
+def _die_with_parent() -> None:
+    """In the server's process: get SIGTERM when distill dies, even by SIGKILL (Linux), so a killed
+    run never leaves a vLLM server holding the GPUs or the port."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -142,7 +182,7 @@ def vllm_server(cfg: ServeConfig, log_dir: str | Path | None = None, quiet: bool
             "or pass --server-url of a running OpenAI-compatible server"
         )
     path = resolve_model(cfg.model)
-    name = model_name(cfg.model)
+    name = cfg.served_model_name or model_name(cfg.model)
     port = cfg.port or free_port(cfg.host)
     log_dir = Path(log_dir) if log_dir else distill_home() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +191,14 @@ def vllm_server(cfg: ServeConfig, log_dir: str | Path | None = None, quiet: bool
     if not quiet:
         print(f"[distill] starting vLLM for {name} on {cfg.host}:{port} (log: {log_path})", flush=True)
     log = open(log_path, "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=server_env(cfg), start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=server_env(cfg),
+        start_new_session=True,
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+    )
     url = f"http://{cfg.host}:{port}/v1"
     start = time.monotonic()
     try:
@@ -177,15 +224,15 @@ def vllm_server(cfg: ServeConfig, log_dir: str | Path | None = None, quiet: bool
 
 
 @contextlib.contextmanager
-def server_for(
-    url: str, served_model_name: str, serve_cfg: ServeConfig, log_dir: str | Path | None = None
-) -> Iterator[Server]:
-    """A running server at `url` when given, else one started for `serve_cfg.model` and stopped after."""
-    if url:
-        yield connect(url, served_model_name)
+def servers_for(
+    urls: list[str], served_model_name: str, serve_cfg: ServeConfig, log_dir: str | Path | None = None
+) -> Iterator[list[Server]]:
+    """The running servers at `urls` when given, else one started for `serve_cfg.model` and stopped after."""
+    if urls:
+        yield connect_all(urls, served_model_name)
     else:
         with vllm_server(serve_cfg, log_dir=log_dir) as server:
-            yield server
+            yield [server]
 
 
 def serve_forever(cfg: ServeConfig) -> None:

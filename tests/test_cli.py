@@ -21,6 +21,43 @@ def test_help(command):
     assert "--config" in r.stdout and "--set" in r.stdout
 
 
+def test_push_help():
+    r = subprocess.run([sys.executable, "-m", "distill.cli", "push", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--repo-id" in r.stdout, r.stderr
+
+
+def test_serve_passes_flags_after_double_dash_and_parallel_sizes():
+    from distill.cli import _parser, _split_passthrough
+    from distill.server import server_command
+
+    argv, rest = _split_passthrough(
+        ["serve", "--tensor-parallel-size", "8", "--", "--enable-prefix-caching", "--seed", "1"]
+    )
+    cfg = C.from_args(C.ServeConfig, _parser().parse_args(argv))
+    cfg.extra_args += rest
+    cmd = server_command(cfg, "/m", "m", 8000)
+    assert cmd[cmd.index("--tensor-parallel-size") + 1] == "8" and "--pipeline-parallel-size" not in cmd
+    assert cmd[-3:] == ["--enable-prefix-caching", "--seed", "1"]
+    cfg = C.build(C.ServeConfig, {"pipeline_parallel_size": 2, "gpu_memory_utilization": 0.85})
+    cmd = server_command(cfg, "/m", "m", 8000)
+    assert cmd[cmd.index("--pipeline-parallel-size") + 1] == "2" and "--gpu-memory-utilization" in cmd
+
+
+def test_bad_serve_settings_are_one_line(capsys):
+    code, err = run_cli(["serve", "--tensor-parallel-size", "0"], capsys)
+    assert_one_line_error(code, err, "tensor_parallel_size", "at least 1")
+    code, err = run_cli(["generate", "--num-prompts", "1", "--", "--x"], capsys)
+    assert_one_line_error(code, err, "only `distill serve`")
+
+
+def test_a_saved_config_can_be_given_back(tmp_path, capsys):
+    saved = C.save(C.build(C.GenerateConfig, {"num_samples": 3}), tmp_path / "run1")
+    args = __import__("distill.cli", fromlist=["_parser"])._parser().parse_args(["generate", "--config", str(saved)])
+    assert C.from_args(C.GenerateConfig, args).num_samples == 3
+    code, err = run_cli(["filter", str(tmp_path), "--config", str(saved), "--output", str(tmp_path / "f")], capsys)
+    assert_one_line_error(code, err, "this config is for `distill generate`")
+
+
 def test_every_sft_recipe_is_valid():
     recipes = sorted((RECIPES / "sft").glob("*.yaml"))
     assert len(recipes) >= 7
@@ -128,3 +165,17 @@ def test_unknown_embedded_model(tmp_path, capsys):
 def test_readme_commands_exist():
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme
+
+
+def test_generate_recipes_and_slurm_templates_are_valid():
+    root = Path(__file__).parent.parent / "recipes"
+    recipes = sorted((root / "generate").glob("*.yaml"))
+    assert recipes
+    for path in recipes:
+        cfg = C.build(C.GenerateConfig, C.load_yaml(path), source=str(path))
+        assert cfg.teacher and cfg.serve.tensor_parallel_size >= 1, path
+        assert path.read_text().startswith("# distill generate"), f"{path}: header must give the command"
+    for script in sorted((root / "slurm").glob("*.slurm")):
+        r = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert r.returncode == 0, (script, r.stderr)
+        assert "#SBATCH --nodes=" in script.read_text()

@@ -94,3 +94,55 @@ def test_teacher_eval_through_server(tmp_path, teacher_server):
     res = json.loads((ev / "results.json").read_text())
     # The 0.5B teacher solves one-step problems: a pass@1 of zero would mean the eval path is broken.
     assert res["n"] == 8 and res["pass@1"] >= 0.5, res
+
+
+def test_faults_in_front_of_the_real_server_lose_nothing(tmp_path, teacher_server):
+    """A fault-injecting proxy between distill and vLLM: 500s, 429s, resets, drops, garbage and one
+    stall; every sample still arrives exactly once."""
+    from distill.config import GenerateConfig
+    from distill.generate import run
+    from tests.fakes import FaultProxy
+
+    plan = ["500", "ok", "reset", "ok", "429", "drop", "ok", "garbage", "stall", "ok"]
+    with FaultProxy(teacher_server.url, lambda n: plan[n] if n < len(plan) else "ok", stall_seconds=60) as proxy:
+        cfg = GenerateConfig(
+            output=str(tmp_path / "gen"),
+            server_url=[proxy.url],
+            num_prompts=4,
+            levels=[1],
+            num_samples=2,
+            max_tokens=48,
+            request_timeout=20,
+            retry_backoff=0.1,
+        )
+        summary = run(cfg)
+    got = sorted((r["id"], r["sample"]) for r in rows(tmp_path / "gen" / "traces.jsonl"))
+    assert len(got) == 8 and len(set(got)) == 8 and summary["failed"] == 0
+    assert summary["retries"] >= 6 and proxy.seen["stall"] == 1
+    assert all(r["completion_tokens"] > 0 for r in rows(tmp_path / "gen" / "traces.jsonl"))
+
+
+def test_sigkill_and_resume_against_the_real_server(tmp_path, teacher_server):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "gen"
+    cmd = [sys.executable, "-m", "distill.cli", "generate", "--server-url", teacher_server.url, "--output", str(out),
+           "--num-prompts", "12", "--levels", "1", "--num-samples", "2", "--max-tokens", "48"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    traces = out / "traces.jsonl"
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while (not traces.exists() or traces.read_bytes().count(b"\n") < 6) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = traces.read_bytes().count(b"\n")
+    assert 6 <= partial < 24
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    got = [(r["id"], r["sample"]) for r in rows(traces)]
+    assert len(got) == 24 and len(set(got)) == 24
