@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 export DISTILL_HOME ?= $(CURDIR)/.cache/distill
+# The embedded pipeline needs no Hub: fail fast instead of retrying (unset to reach the Hub, e.g. for benchmarks).
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
 
 .PHONY: install models demo test test-fast lint format clean
 

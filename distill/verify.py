@@ -186,6 +186,48 @@ def verify_math(gold: str, completion: str, finish_reason: str | None = None) ->
 
 
 # --------------------------------------------------------------------------------------------------
+# Multiple choice (GPQA-style): a letter, no math parsing needed
+
+# "C", "(C)", "C.", "C) 42", "\text{(C)}", "\textbf{C}", "Option C": the letter must stand alone.
+_CHOICE_WRAPPERS = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
+_CHOICE = re.compile(r"^\s*(?:option|choice|answer)?\s*[:\s]*\(?([A-J])\)?(?:\s*$|[.):\s])", re.IGNORECASE)
+_CHOICE_LINE = re.compile(r"(?:answer|ANSWER)\s*(?:is|:)\s*\(?\s*([A-J])\b\)?")
+
+
+def choice_letter(text: str) -> str | None:
+    """The option letter a short answer names ("C", "(C)", "\\textbf{(C)} 42", "Option C"), or None."""
+    text = _CHOICE_WRAPPERS.sub(r"\1", text).replace("$", "").strip()
+    m = _CHOICE.match(text)
+    return m.group(1).upper() if m else None
+
+
+def verify_choice(gold: str, completion: str, finish_reason: str | None = None) -> Verdict:
+    """Multiple choice: the last \\boxed{} of the final part (else its last "answer is X" / "Answer: X")
+    must name the gold letter. Cheap and bounded: no worker process needed."""
+    t0 = time.perf_counter()
+    if finish_reason == "length":
+        return Verdict(False, "truncated", "", time.perf_counter() - t0)
+    final = final_part(completion or "")
+    if final is None:
+        return Verdict(False, "truncated", "", time.perf_counter() - t0)
+    want = choice_letter(str(gold))
+    if want is None:
+        return Verdict(False, "unparsable_gold", "", time.perf_counter() - t0)
+    box = last_boxed(final)
+    if box is not None:
+        extracted = box
+    else:
+        lines = _CHOICE_LINE.findall(final)
+        extracted = lines[-1] if lines else ""
+    if not extracted.strip():
+        return Verdict(False, "no_answer", "", time.perf_counter() - t0)
+    got = choice_letter(extracted)
+    if got is None:
+        return Verdict(False, "unparsable_answer", extracted, time.perf_counter() - t0)
+    return Verdict(got == want, "correct" if got == want else "wrong_answer", extracted, time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------------------------------
 # Many samples, in worker processes with a hard per-sample bound
 
 

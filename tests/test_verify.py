@@ -281,3 +281,46 @@ def test_cpu_limit_kills_an_orphaned_spinner():
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, timeout=60)
     assert proc.returncode == -signal.SIGXCPU
     assert time.monotonic() - t0 < 30
+
+
+@pytest.mark.parametrize(
+    ("gold", "box", "ok"),
+    [
+        (r"\{1,2,3\}", r"\{3,2,1\}", True),  # sets: order does not matter
+        (r"\{1,2,3\}", r"\{1,2\}", False),
+        ("(1,2]", "(1,2]", True),  # intervals: the brackets matter
+        ("(1,2]", "[1,2]", False),
+        (r"[0,\infty)", r"[0, \infty)", True),
+        (r"\frac{3}{4}", r"\tfrac34", True),
+        (r"2\sqrt{3}", r"\sqrt{12}", True),  # radicals simplified
+        (r"2\sqrt{3}", r"3\sqrt{2}", False),
+        ("10", r"10\%", True),
+        (r"x^2+2x+1", "(x+1)^2", True),  # expressions compared symbolically
+    ],
+)
+def test_sets_intervals_radicals_expressions(gold, box, ok):
+    assert verify_math(gold, answer(box)).correct is ok
+
+
+@pytest.mark.parametrize(
+    ("gold", "completion", "reason"),
+    [
+        ("C", r"so \boxed{C}", "correct"),
+        ("C", r"\boxed{(C)}", "correct"),
+        ("(C)", r"\boxed{\textbf{(C)} 42}", "correct"),
+        ("C", r"\boxed{C. 42}", "correct"),
+        ("C", r"\boxed{\text{Option C}}", "correct"),
+        ("C", r"\boxed{B}", "wrong_answer"),
+        ("C", "The answer is (C).", "correct"),
+        ("C", "ANSWER: D", "wrong_answer"),
+        ("C", r"<think>maybe \boxed{C}</think> the answer is \boxed{A}", "wrong_answer"),
+        ("C", "<think>it is C", "truncated"),
+        ("C", "I cannot decide.", "no_answer"),
+        ("C", r"\boxed{Carbon}", "unparsable_answer"),  # a word that starts with the letter is no choice
+        ("42", r"\boxed{C}", "unparsable_gold"),
+    ],
+)
+def test_multiple_choice(gold, completion, reason):
+    from distill.verify import verify_choice
+
+    assert verify_choice(gold, completion).reason == reason
