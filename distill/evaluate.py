@@ -15,28 +15,23 @@ from collections import defaultdict
 from pathlib import Path
 
 from distill import config as config_mod
-from distill.benchmarks import load_benchmark
+from distill.benchmarks import load_benchmark, load_benchmark_prompts
 from distill.config import EvalConfig
 from distill.errors import DistillError
 from distill.generate import Job, Result, build_messages, run_jobs, sampling_params
-from distill.prompts import load_prompts
 from distill.records import write_json, write_jsonl
 from distill.server import servers_for
-from distill.verify import verify_many
+from distill.verify import verify_choice, verify_many
 
 
 def run(cfg: EvalConfig) -> dict:
     bench = load_benchmark(cfg.tasks)
-    problems = load_prompts(
-        bench.dataset,
-        split=bench.split,
-        num_prompts=cfg.num_prompts,
-        problem_column=bench.problem_column,
-        answer_column=bench.answer_column,
-        id_column=bench.id_column,
-        levels=cfg.levels,
-        seed=cfg.seed,
-    )
+    if bench.verifier not in ("math", "multiple_choice"):
+        raise DistillError(
+            f"benchmark {bench.name}: the {bench.verifier!r} verifier is not available in `distill eval` yet "
+            "(math and multiple_choice are); `distill filter` checks code rows in its sandbox"
+        )
+    problems = load_benchmark_prompts(bench, num_prompts=cfg.num_prompts, levels=cfg.levels, seed=cfg.seed)
     missing = [p["id"] for p in problems if not p["answer"].strip()]
     if missing:
         raise DistillError(f"benchmark {bench.name}: {len(missing)} problems have no gold answer (first: {missing[0]})")
@@ -56,7 +51,10 @@ def run(cfg: EvalConfig) -> dict:
         raise DistillError(f"{len(failed)} eval requests failed (first: {failed[0].error})")
 
     items = [(p["answer"], results[p["id"]].completion, results[p["id"]].finish_reason) for p in problems]
-    verdicts = verify_many(items, timeout=cfg.timeout, workers=os.cpu_count() or 1)
+    if bench.verifier == "multiple_choice":
+        verdicts = [verify_choice(*item) for item in items]
+    else:
+        verdicts = verify_many(items, timeout=cfg.timeout, workers=os.cpu_count() or 1)
     rows, by_level = [], defaultdict(lambda: [0, 0])
     for p, v in zip(problems, verdicts, strict=True):
         r = results[p["id"]]

@@ -362,6 +362,7 @@ def _verify_stage(cfg: FilterConfig, rows: list[dict], st: _Stages) -> dict[int,
     for i in alive:
         by_kind[verifier_for(rows[i])].append(i)
     verdicts: dict[int, Verdict] = {}
+    sandbox = ""
     with st.stage("verify", verifiers={k: len(v) for k, v in sorted(by_kind.items())}):
         with tqdm(total=len(alive), desc="verify", unit="sample", dynamic_ncols=True, mininterval=1.0) as bar:
             if idx := by_kind.get("math"):
@@ -374,6 +375,9 @@ def _verify_stage(cfg: FilterConfig, rows: list[dict], st: _Stages) -> dict[int,
                 verdicts[i] = verify_choice(str(rows[i]["answer"]), rows[i]["completion"], rows[i].get("finish_reason"))
                 bar.update(1)
             if idx := by_kind.get("code"):
+                from distill.sandbox import describe_isolation
+
+                sandbox = describe_isolation()  # e.g. netns+...: what keeps the code off the network
                 verdicts.update(_verify_code(cfg, rows, idx, bar.update))
             if idx := by_kind.get("judge"):
                 verdicts.update(_verify_judge(cfg, rows, idx))
@@ -384,6 +388,8 @@ def _verify_stage(cfg: FilterConfig, rows: list[dict], st: _Stages) -> dict[int,
             rows[i]["extracted"] = v.extracted
             if not v.correct:
                 st.reject(i, v.reason)
+    if sandbox:
+        st.report["verify"]["sandbox"] = sandbox
     return verdicts
 
 

@@ -146,3 +146,14 @@ def test_sigkill_and_resume_against_the_real_server(tmp_path, teacher_server):
     assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
     got = [(r["id"], r["sample"]) for r in rows(traces)]
     assert len(got) == 24 and len(set(got)) == 24
+
+
+def test_eval_on_a_benchmark_from_a_local_file(tmp_path, teacher_server):
+    ev = tmp_path / "eval"
+    argv = ["eval", "--server-url", teacher_server.url, "--model", "embedded:teacher", "--tasks", "sample",
+            "--output", str(ev), "--num-prompts", "0", "--max-tokens", "384"]  # fmt: skip
+    assert main(argv) == 0
+    res = json.loads((ev / "results.json").read_text())
+    assert res["tasks"] == "sample" and res["n"] == 12
+    assert res["correct"] >= 3, res  # simple arithmetic and algebra: the teacher solves several
+    assert {r["id"] for r in rows(ev / "samples.jsonl")} == {f"sample-{i:02d}" for i in range(1, 13)}
