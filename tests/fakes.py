@@ -71,6 +71,8 @@ class FakeOpenAI(_Background):
         self.model = model
         self.delay = delay
         self.fail_marker = "POISON"
+        self.reasoning = ""  # when set, sent as `reasoning_content` beside the answer (like vLLM's reasoning parsers)
+        self.finish_reason = "stop"
         self.failing = True
         self.calls: Counter[str] = Counter()
         self.requests = 0
@@ -102,7 +104,13 @@ class FakeOpenAI(_Background):
                 "id": "cmpl-fake",
                 "object": "chat.completion",
                 "model": self.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text, "reasoning_content": self.reasoning or None},
+                        "finish_reason": self.finish_reason,
+                    }
+                ],
                 "usage": {
                     "prompt_tokens": len(user.split()),
                     "completion_tokens": len(text.split()),

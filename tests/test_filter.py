@@ -57,6 +57,7 @@ ROWS = [
     ),
     {"id": "l", "problem": "x", "answer": "1"},  # malformed: no completion
     row("m", "What is 1 + 1?", "", "\\boxed{2}"),  # no gold
+    {**row("n", "What is 3 + 3?", "6", "x"), "completion": ["not", "text"]},  # non-string completion
 ]
 
 
@@ -83,6 +84,7 @@ def test_each_stage_rejects_what_it_should(tmp_path, traces):
     assert reason[("j", 0)] == "wrong_answer"  # multiple choice, checked by letter
     assert reason[("k", 0)] == "unverifiable"  # free-form: needs --judge-url
     assert reason[("l", 0)].startswith("malformed") and reason[("m", 0)] == "no_gold_answer"
+    assert reason[("n", 0)] == "malformed: 'completion' is list, not text"
     # the report accounts for every row, stage by stage
     assert report["kept"] + report["rejected"] == report["total"] == len(ROWS)
     assert sum(s["rejected"] for s in report["stages"].values()) == report["rejected"]

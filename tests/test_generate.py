@@ -77,6 +77,19 @@ def test_rows_and_summary(tmp_path, teacher):
     assert (tmp_path / "gen" / "distill_config.yaml").is_file()
 
 
+def test_separated_reasoning_and_truncation_are_kept(tmp_path, teacher):
+    prompts_file(tmp_path, n=2)
+    teacher.reasoning = "First add, then check the sum."
+    teacher.finish_reason = "length"
+    summary = run(cfg(tmp_path, [teacher.url], num_samples=1))
+    rows = read_rows(tmp_path / "gen" / "traces.jsonl")
+    r = rows[0]
+    assert r["reasoning"] == "First add, then check the sum." and "\\boxed" in r["completion"]
+    assert r["messages"][-1]["content"].startswith("<think>\nFirst add, then check the sum.\n</think>\n\n")
+    assert r["messages"][-1]["content"].endswith(r["completion"].strip())
+    assert r["truncated"] is True and summary["truncated"] == 2
+
+
 @pytest.mark.parametrize("fault", ["500", "429", "reset", "drop", "garbage", "stall"])
 def test_every_fault_is_retried_and_nothing_is_lost(tmp_path, teacher, fault):
     prompts_file(tmp_path, n=6)

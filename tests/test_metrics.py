@@ -1,0 +1,115 @@
+"""pass@k against brute-force enumeration of every k-subset, its edge cases, and the averages with their
+standard errors."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import statistics
+from fractions import Fraction
+
+import pytest
+
+from distill.metrics import mean_pass_at_k, pass_at_1_from_samples, pass_at_k
+
+
+def brute_pass_at_k(n: int, c: int, k: int) -> Fraction:
+    """Exact share of the k-subsets of n samples (the first c correct) holding at least one correct."""
+    subsets = list(itertools.combinations(range(n), k))
+    hits = sum(any(i < c for i in s) for s in subsets)
+    return Fraction(hits, len(subsets))
+
+
+@pytest.mark.parametrize("n", range(1, 9))
+def test_pass_at_k_matches_enumeration_of_all_subsets(n: int) -> None:
+    for c in range(n + 1):
+        for k in range(1, n + 1):
+            assert pass_at_k(n, c, k) == pytest.approx(float(brute_pass_at_k(n, c, k)), rel=1e-12, abs=1e-15)
+
+
+def test_pass_at_k_edge_cases() -> None:
+    assert pass_at_k(10, 0, 1) == 0.0  # nothing correct
+    assert pass_at_k(10, 0, 10) == 0.0
+    assert pass_at_k(10, 10, 1) == 1.0  # everything correct
+    assert pass_at_k(10, 3, 10) == 1.0  # k = n: the draw holds every sample
+    assert pass_at_k(10, 1, 10) == 1.0
+    assert pass_at_k(10, 3, 8) == 1.0  # only 7 wrong samples, 8 draws
+    assert pass_at_k(1, 1, 1) == 1.0
+    assert pass_at_k(1, 0, 1) == 0.0
+
+
+@pytest.mark.parametrize(("n", "c"), [(1, 0), (4, 1), (16, 5), (200, 37), (1000, 999)])
+def test_pass_at_1_is_c_over_n(n: int, c: int) -> None:
+    assert pass_at_k(n, c, 1) == pytest.approx(c / n, rel=1e-12)
+
+
+def test_pass_at_k_known_values_and_large_n() -> None:
+    # n=5, c=2, k=2: 1 - C(3,2)/C(5,2) = 1 - 3/10
+    assert pass_at_k(5, 2, 2) == pytest.approx(0.7)
+    # Large n: the binomials would overflow a float, the product does not; compare with exact integers.
+    n, c, k = 2000, 3, 100
+    exact = 1 - Fraction(math.comb(n - c, k), math.comb(n, k))
+    assert pass_at_k(n, c, k) == pytest.approx(float(exact), rel=1e-12)
+    assert 0.0 < pass_at_k(10_000, 1, 5000) <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("n", "c", "k", "text"),
+    [
+        (4, 1, 5, "k=5 is more than the n=4"),
+        (4, 5, 1, "c (correct samples) must lie in [0, n=4]"),
+        (4, -1, 1, "c (correct samples)"),
+        (4, 1, 0, "k must be at least 1"),
+        (0, 0, 1, "n (samples per problem) must be at least 1"),
+        (4.0, 1, 1, "n must be an integer"),
+        (4, True, 1, "c must be an integer"),
+    ],
+)
+def test_pass_at_k_rejects_impossible_counts(n, c, k, text: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(text)):
+        pass_at_k(n, c, k)
+
+
+def test_mean_pass_at_k_and_standard_error() -> None:
+    counts = [(4, 0), (4, 1), (4, 2), (4, 4)]
+    values = [float(brute_pass_at_k(n, c, 2)) for n, c in counts]  # 0, 1/2, 5/6, 1
+    mean, se = mean_pass_at_k(counts, 2)
+    assert mean == pytest.approx(statistics.mean(values))
+    assert se == pytest.approx(statistics.stdev(values) / math.sqrt(len(values)))
+    # Problems may differ in n; k=1 gives the mean of c/n.
+    mean, _ = mean_pass_at_k([(2, 1), (8, 2)], 1)
+    assert mean == pytest.approx((0.5 + 0.25) / 2)
+
+
+def test_mean_pass_at_k_errors_and_single_problem() -> None:
+    with pytest.raises(ValueError, match="no problems"):
+        mean_pass_at_k([], 1)
+    with pytest.raises(ValueError, match="k=4 is more than the n=2"):
+        mean_pass_at_k([(8, 1), (2, 1)], 4)
+    mean, se = mean_pass_at_k([(4, 2)], 1)
+    assert mean == 0.5 and math.isnan(se)  # no spread from one problem
+
+
+def test_pass_at_1_from_samples() -> None:
+    samples = [[True, False, False, False], [True, True, True, True], [False, False, False, False], [1, 0, 1, 0]]
+    mean, se = pass_at_1_from_samples(samples)
+    rates = [0.25, 1.0, 0.0, 0.5]
+    assert mean == pytest.approx(statistics.mean(rates))
+    assert se == pytest.approx(statistics.stdev(rates) / math.sqrt(4))
+    # The same as mean pass@1 over (n, c) counts.
+    assert (mean, se) == pytest.approx(mean_pass_at_k([(len(s), sum(map(bool, s))) for s in samples], 1))
+    # One sample per problem: accuracy and the binomial standard error sqrt(p(1-p)/(m-1)).
+    mean, se = pass_at_1_from_samples([[True], [False], [True], [True]])
+    assert mean == 0.75
+    assert se == pytest.approx(math.sqrt(0.75 * 0.25 / 3))
+    # A mapping's values work as well as a list; k may differ per problem.
+    mean, _ = pass_at_1_from_samples({"a": [True], "b": [False, True]}.values())
+    assert mean == pytest.approx(0.75)
+
+
+def test_pass_at_1_from_samples_errors() -> None:
+    with pytest.raises(ValueError, match="no problems"):
+        pass_at_1_from_samples([])
+    with pytest.raises(ValueError, match="problem 1 has no samples"):
+        pass_at_1_from_samples([[True], []])
