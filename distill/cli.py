@@ -13,6 +13,8 @@ from distill.errors import DistillError
 
 
 def _parser() -> argparse.ArgumentParser:
+    from distill.stats import StatsConfig  # a stage config with its own module (matplotlib loads only in run)
+
     p = argparse.ArgumentParser(
         prog="distill",
         description="Distill reasoning from a teacher LLM into smaller students: serve, generate, filter, train, eval.",
@@ -39,6 +41,16 @@ def _parser() -> argparse.ArgumentParser:
         "eval", help="pass@1 of a model on a benchmark (eval/<name>.yaml)", description=C.EvalConfig.__doc__
     )
     C.add_arguments(e, C.EvalConfig)
+
+    st = sub.add_parser(
+        "stats",
+        help="lengths, reflection words, accuracy by level, plots of traces or eval outputs",
+        description=StatsConfig.__doc__,
+    )
+    st.add_argument(
+        "inputs", nargs="+", help="generate/filter/eval output folders or trace files (several: over steps)"
+    )
+    C.add_arguments(st, StatsConfig)
 
     h = sub.add_parser(
         "push",
@@ -102,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             from distill import evaluate
 
             evaluate.run(C.from_args(C.EvalConfig, args))
+        elif args.command == "stats":
+            from distill import stats
+
+            stats.run(C.from_args(stats.StatsConfig, args), args.inputs)
         elif args.command == "push":
             from distill.hub import push_dataset
 

@@ -105,7 +105,8 @@ class StatsConfig:
     )
     pass_k: list[int] = _f(
         [1, 2, 4, 8],
-        "k values of pass@k over each prompt's verified samples (a k above the fewest samples of any prompt is skipped)",
+        "k values of pass@k over each prompt's verified samples (a k above the fewest samples of any prompt "
+        "is skipped)",
     )
 
     def __post_init__(self) -> None:
@@ -185,11 +186,12 @@ def _load_rows(src: Source) -> None:
 
 
 def _detect_step(src: Source) -> int | None:
-    """A training step from results.json's `step`, a checkpoint-N folder in the path, or the model path."""
+    """A training step from results.json's `step`, a checkpoint-N name of the input's folder or of its
+    parent (runs/student/checkpoint-200/eval), or a checkpoint-N in results.json's model path."""
     if src.results is not None and isinstance(src.results.get("step"), int):
         return src.results["step"]
-    folder = src.path if src.path.is_dir() else src.path.parent
-    for part in reversed(folder.resolve().parts):
+    folder = (src.path if src.path.is_dir() else src.path.parent).resolve()
+    for part in (folder.name, folder.parent.name):
         m = _CHECKPOINT.fullmatch(part)
         if m:
             return int(m.group(1))
@@ -319,7 +321,7 @@ def _load_tokenizer(spec: str) -> Any:
         return AutoTokenizer.from_pretrained(target)
     except Exception as e:  # any loading failure comes from the user's spec: report it in one line
         raise DistillError(
-            f"cannot load a tokenizer from {spec}: {type(e).__name__}: {str(e).splitlines()[0]}"
+            f"cannot load a tokenizer from {spec}: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
         ) from None
 
 
@@ -578,25 +580,36 @@ def _plot_lines(
     ylabel: str,
     ylim: tuple[float, float] | None = None,
 ) -> str:
-    fig = _figure()
+    """One line per series over the steps (None values are gaps); the aggregate ("all", "overall") in bold
+    black, the others in distinct colours (tab20 beyond 10 series) with the legend outside the axes."""
+    from matplotlib import colormaps
+
+    several = len(series) > 1
+    fig = _figure(8.0 if several else 6.4, 4.0)
     ax = fig.add_subplot()
+    others = [name for name in series if name not in ("all", "overall")]
+    cmap = colormaps["tab10" if len(others) <= 10 else "tab20"]
+    colours = {name: cmap(i % cmap.N) for i, name in enumerate(others)}
     for name, ys in series.items():
         pts = [(s, y) for s, y in zip(steps, ys, strict=True) if y is not None]
         if pts:
+            aggregate = name not in colours
             ax.plot(
                 [p[0] for p in pts],
                 [p[1] for p in pts],
                 marker="o",
                 label=name,
-                linewidth=2.5 if name in ("all", "overall") else 1.5,
+                color="black" if aggregate else colours[name],
+                linewidth=2.5 if aggregate else 1.5,
+                zorder=3 if aggregate else 2,
             )
     if ylim:
         ax.set_ylim(*ylim)
     ax.set_title(title)
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel)
-    if len(series) > 1:
-        ax.legend(fontsize=8)
+    if several:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 
@@ -621,7 +634,8 @@ def _steps(cfg: StatsConfig, sources: list[Source]) -> None:
     if cfg.steps:
         if len(cfg.steps) != len(sources):
             raise DistillError(
-                f"stats: --steps has {len(cfg.steps)} values for {len(sources)} inputs; give one step per input, in order"
+                f"stats: --steps has {len(cfg.steps)} values for {len(sources)} inputs; "
+                "give one step per input, in order"
             )
         for src, step in zip(sources, cfg.steps, strict=True):
             src.step = step
@@ -633,11 +647,14 @@ def _steps(cfg: StatsConfig, sources: list[Source]) -> None:
         if src.step is None:
             continue
         if src.step in seen:
-            raise DistillError(f"stats: inputs {seen[src.step].path} and {src.path} both have step {src.step}")
+            raise DistillError(
+                f"stats: inputs {seen[src.step].path} and {src.path} both have step {src.step}; "
+                "give each input its own step with --steps"
+            )
         seen[src.step] = src
 
 
-def over_steps(entries: list[dict], out: Path) -> dict | None:
+def over_steps(entries: list[dict], out: Path, unit: str = "tokens") -> dict | None:
     """Metrics per training step, and their line plots, from the inputs that have a step (at least 2)."""
     points = sorted((e for e in entries if e["step"] is not None), key=lambda e: e["step"])
     if len(points) < 2:
@@ -688,8 +705,8 @@ def over_steps(entries: list[dict], out: Path) -> dict | None:
                 out / "reflection_over_steps.png",
                 steps,
                 series,
-                "Reflection words per 1k tokens over training",
-                "per 1k tokens",
+                f"Reflection words per 1k {unit} over training",
+                f"per 1k {unit}",
             )
         )
     plots.append(
@@ -698,7 +715,7 @@ def over_steps(entries: list[dict], out: Path) -> dict | None:
             steps,
             {"thinking": result["thinking_mean"], "answer": result["answer_mean"]},
             "Mean length over training",
-            "mean length",
+            f"mean length, {unit}",
         )
     )
     plots.append(
@@ -859,6 +876,7 @@ def run(cfg: StatsConfig, inputs: list[str]) -> dict:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
 
+    unit = "tokens" if cfg.tokenizer else "words"
     entries = []
     for src in sources:
         s = summarize(src.rows, cfg.reflection_words, counter, cfg.pass_k)
@@ -881,7 +899,7 @@ def run(cfg: StatsConfig, inputs: list[str]) -> dict:
                 "rejected": len(rejected),
                 "reject_reasons": dict(reasons.most_common()),
             }
-        entry["plots"] = _input_plots(out, src.label, s, "words" if not cfg.tokenizer else "tokens")
+        entry["plots"] = _input_plots(out, src.label, s, unit)
         del entry["_values"]
         entries.append(entry)
 
@@ -889,7 +907,7 @@ def run(cfg: StatsConfig, inputs: list[str]) -> dict:
         "token_unit": counter.unit,
         "reflection_words": [w.lower() for w in cfg.reflection_words],
         "inputs": entries,
-        "over_steps": over_steps(entries, out),
+        "over_steps": over_steps(entries, out, unit),
     }
     stats["plots"] = [p for e in entries for p in e["plots"]] + (stats["over_steps"] or {}).get("plots", [])
     write_json(out / "stats.json", stats)

@@ -388,3 +388,11 @@ def test_config_from_a_recipe_mapping() -> None:
     assert cfg.steps == [100, 200]
     with pytest.raises(DistillError, match="unknown key 'bins'"):
         build(StatsConfig, {"bins": 3}, source="recipe")
+
+
+def test_reflection_word_file(tmp_path: Path) -> None:
+    path = tmp_path / "words.txt"
+    path.write_text("# comment\nwait\n\nlet me check  # trailing comment\n")
+    assert load_reflection_words(path) == ["wait", "let me check"]
+    with pytest.raises(DistillError, match="reflection word file .* does not exist"):
+        load_reflection_words(tmp_path / "missing.txt")
