@@ -13,6 +13,8 @@ from distill.errors import DistillError
 
 
 def _parser() -> argparse.ArgumentParser:
+    from distill.plan import PlanConfig
+    from distill.plan import add_arguments as plan_arguments
     from distill.stats import StatsConfig  # a stage config with its own module (matplotlib loads only in run)
 
     p = argparse.ArgumentParser(
@@ -51,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
         "inputs", nargs="+", help="generate/filter/eval output folders or trace files (several: over steps)"
     )
     C.add_arguments(st, StatsConfig)
+
+    pl = sub.add_parser(
+        "plan",
+        help="will a student size fit your GPUs? per-GPU memory, tokens/s, launcher, batch and accumulation",
+        description=PlanConfig.__doc__,
+    )
+    plan_arguments(pl)
 
     h = sub.add_parser(
         "push",
@@ -118,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             from distill import stats
 
             stats.run(C.from_args(stats.StatsConfig, args), args.inputs)
+        elif args.command == "plan":
+            from distill import plan
+
+            plan.run(C.from_args(plan.PlanConfig, args))
         elif args.command == "push":
             from distill.hub import push_dataset
 

@@ -171,6 +171,11 @@ ARCHS: dict[str, Arch] = {
     "Qwen/Qwen2.5-Math-7B": Arch(
         "Qwen/Qwen2.5-Math-7B", "7b", 7.62e9, 28, 3584, 18944, 28, 4, 152064, False, True, 4096
     ),
+    # https://huggingface.co/open-r1/Qwen2.5-Math-7B-RoPE-300k: Qwen2.5-Math-7B's weights with rope_theta
+    # 300000 and 32768 positions, the base of open-r1's OpenR1-Distill-7B.
+    "open-r1/Qwen2.5-Math-7B-RoPE-300k": Arch(
+        "open-r1/Qwen2.5-Math-7B-RoPE-300k", "7b", 7.62e9, 28, 3584, 18944, 28, 4, 152064, False, True, 32768
+    ),
     # https://huggingface.co/meta-llama/Llama-3.1-8B/blob/main/config.json: 32 layers, hidden 4096,
     # intermediate 14336, 32 heads, 8 KV heads, vocab 128256, untied, 131072 positions; 8.03B parameters.
     "meta-llama/Llama-3.1-8B": Arch(
@@ -210,7 +215,6 @@ SIZE_DEFAULTS = {
 ALIASES = {
     "embedded:student": "HuggingFaceTB/SmolLM2-135M-Instruct",
     "HuggingFaceTB/SmolLM2-135M": "HuggingFaceTB/SmolLM2-135M-Instruct",
-    "open-r1/Qwen2.5-Math-7B-RoPE-300k": "Qwen/Qwen2.5-Math-7B",
     "Qwen/Qwen2.5-Math-7B-Instruct": "Qwen/Qwen2.5-Math-7B",
     "meta-llama/Llama-3.1-70B-Instruct": "meta-llama/Llama-3.3-70B-Instruct",
 }
@@ -377,7 +381,8 @@ def estimate(
         chunk = min(tokens, _next_pow2(math.ceil(tokens / math.ceil(vocab / h))))
         logits = chunk * vocab * 6 + tokens * h * 2 + (vocab * h * 4 if head_trainable else 0)
     else:
-        logits = tokens * vocab * LOGIT_BYTES + (vocab * h * 2 if head_trainable else 0)
+        # The head's weight gradient comes after the log-prob tensors are freed: not part of this peak.
+        logits = tokens * vocab * LOGIT_BYTES
 
     peak = weights + gradients + optimizer + gathered + activations + max(backward, logits)
     overhead = FRAGMENTATION * peak + FIXED_OVERHEAD_GIB * GIB
@@ -443,7 +448,8 @@ def resolve_model(cfg: PlanConfig) -> tuple[Arch, dict]:
     try:
         path = recipe_for(size)
         data = load_yaml(path)
-        info.update(recipe=str(path), recipe_model=data.get("model"), recipe_max_length=data.get("max_length"))
+        shown = path.relative_to(path.parents[2]) if len(path.parents) > 2 else path  # recipes/sft/<name>.yaml
+        info.update(recipe=str(shown), recipe_model=data.get("model"), recipe_max_length=data.get("max_length"))
     except DistillError as e:
         if size not in SIZE_DEFAULTS and not cfg.model:
             raise DistillError(f"plan: unknown size {cfg.size!r} ({e}; known: {', '.join(SIZE_DEFAULTS)})") from None
@@ -541,7 +547,28 @@ def _suggestions(arch: Arch, cfg: PlanConfig, seq_len: int, lora: int, qlora: bo
             )
             break
     else:
-        out.append({"change": "nodes", "nodes": None, "text": "more nodes alone do not help: activations do not shard"})
+        out.append(
+            {
+                "change": "nodes",
+                "nodes": None,
+                "text": "more nodes alone do not help: one sequence's activations and logits do not shard",
+            }
+        )
+    if not cfg.liger:  # the fp32 loss over S x V logits is often the single biggest term
+        for nodes in range(cfg.nodes, 129):
+            e = _fits_with(arch, cfg, seq_len=seq_len, gpus=cfg.gpus * nodes, liger=True, **adapters)
+            if e.verdict == "fits":
+                where = "" if nodes == cfg.nodes else f" on {nodes} nodes ({cfg.gpus * nodes} GPUs)"
+                out.append(
+                    {
+                        "change": "liger",
+                        "nodes": nodes,
+                        "total_gib": round(e.total, 1),
+                        "text": f"Liger's fused linear cross-entropy (use_liger_kernel: true){where} with "
+                        f"{e.launcher} + checkpointing, batch 1: {e.total:.1f} GiB",
+                    }
+                )
+                break
     if not lora and not qlora:
         e = _fits_with(arch, cfg, seq_len=seq_len, gpus=gpus, lora_rank=DEFAULT_LORA_RANK)
         if e.verdict == "fits":
@@ -594,14 +621,14 @@ def _suggestions(arch: Arch, cfg: PlanConfig, seq_len: int, lora: int, qlora: bo
     return out
 
 
-def _command(arch: Arch, cfg: PlanConfig, choice: Estimate, seq_len: int, accum: int, size: str | None) -> str:
+def _command(arch: Arch, cfg: PlanConfig, choice: Estimate, seq_len: int, accum: int) -> str:
     """The `accelerate launch` line that runs the plan with distill train."""
     gpus = cfg.gpus * cfg.nodes
     parts = [f"accelerate launch --config_file recipes/accelerate/{choice.launcher}.yaml"]
     if cfg.nodes > 1:
         parts.append(f"--num_machines {cfg.nodes} --machine_rank $RANK --main_process_ip $HEAD_NODE")
     parts.append(f"--num_processes {gpus} -m distill.cli train")
-    parts.append(f"--size {size}" if size else f"--model {arch.name}")
+    parts.append(f"--size {cfg.size.lower()}" + (f" --model {arch.name}" if cfg.model else ""))
     parts += [
         f"--set max_length={seq_len}",
         f"--set per_device_train_batch_size={choice.batch}",
@@ -655,11 +682,11 @@ def plan(cfg: PlanConfig) -> dict:
         )
     if lora or cfg.qlora:
         notes.append("distill train has no LoRA option yet: the estimate is for PEFT LoRA on all linear layers")
-    size = cfg.size.lower() if not cfg.model and info["recipe"] else None
     result = {
         "model": arch.name,
         "size": cfg.size.lower(),
         "recipe": info["recipe"],
+        "model_from": "--model" if cfg.model else ("recipe" if info["recipe_model"] else "table"),
         "arch": arch.to_dict(),
         "hardware": {
             "gpus_per_node": cfg.gpus,
@@ -688,7 +715,7 @@ def plan(cfg: PlanConfig) -> dict:
             "per_device_batch": choice.batch,
             "gradient_accumulation": accum,
             "global_batch": effective,
-            "command": _command(arch, cfg, choice, seq_len, accum, size),
+            "command": _command(arch, cfg, choice, seq_len, accum),
         },
         "memory_gib": choice.to_dict(),
         "throughput": {
@@ -723,12 +750,13 @@ def format_plan(result: dict) -> str:
         tune = f"LoRA r={st['lora']}"
     lines = [
         f"distill plan: {result['model']} ({_params_text(result['arch']['params'])} params"
-        + (f", {result['recipe']}" if result["recipe"] else "")
+        + (f", from {result['recipe']}" if result["model_from"] == "recipe" else f", from {result['model_from']}")
         + ")",
         f"  {hw['nodes']} node(s) x {hw['gpus_per_node']} GPUs = {hw['gpus']} GPUs of {hw['gpu_memory_gib']:g} GiB; "
         f"max length {st['max_length']}; {tune}; Liger {'on' if st['liger'] else 'off'}",
         "",
-        "  per-GPU GiB  launcher  ckpt  batch  states  gathered  activ  backward  logits  overhead   total  verdict",
+        "  per-GPU memory in GiB (> marks the choice):",
+        "    launcher  ckpt  batch  states  gathered  activ  backward  logits  overhead   total  verdict",
     ]
     for c in result["candidates"]:
         mark = (
@@ -742,7 +770,7 @@ def format_plan(result: dict) -> str:
             else " "
         )
         lines.append(
-            f"  {mark}{'':11}{c['launcher']:<9} {'on' if c['checkpointing'] else 'off':<5} {c['batch']:>5}  "
+            f"  {mark} {c['launcher']:<9} {'on' if c['checkpointing'] else 'off':<5} {c['batch']:>5}  "
             f"{c['states']:>6.1f}  {c['gathered']:>8.1f}  {c['activations']:>5.1f}  {c['backward']:>8.1f}  "
             f"{c['logits']:>6.1f}  {c['overhead']:>8.1f}  {c['total']:>6.1f}  {c['verdict']}"
         )
