@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -19,12 +20,15 @@ from distill.benchmarks import load_benchmark, load_benchmark_prompts
 from distill.config import EvalConfig
 from distill.errors import DistillError
 from distill.generate import Job, Result, build_messages, run_jobs, sampling_params
+from distill.metrics import mean_pass_at_k
 from distill.records import write_json, write_jsonl
 from distill.server import servers_for
 from distill.verify import verify_choice, verify_many
 
 
 def run(cfg: EvalConfig) -> dict:
+    if cfg.num_samples < 1:
+        raise DistillError("--num-samples must be at least 1")
     bench = load_benchmark(cfg.tasks)
     if bench.verifier not in ("math", "multiple_choice"):
         raise DistillError(
@@ -39,28 +43,44 @@ def run(cfg: EvalConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     serve = dataclasses.replace(cfg.serve, model=cfg.model)
     params = sampling_params(cfg.temperature, cfg.top_p, cfg.max_tokens)
-    jobs = [Job(p["id"], 0, build_messages(p["problem"], cfg.prompt_template), None, p) for p in problems]
-    results: dict[str, Result] = {}
+    k = cfg.num_samples
+    jobs = [
+        Job(p["id"], s, build_messages(p["problem"], cfg.prompt_template), None, p) for p in problems for s in range(k)
+    ]
+    results: dict[tuple[str, int], Result] = {}
     with servers_for(cfg.server_url, cfg.served_model_name, serve, log_dir=out) as servers:
         model = servers[0].model
         stats = asyncio.run(
-            run_jobs(servers, jobs, params, lambda r: results.__setitem__(r.job.id, r), cfg.concurrency, 600.0, "eval")
+            run_jobs(
+                servers,
+                jobs,
+                params,
+                lambda r: results.__setitem__((r.job.id, r.job.sample), r),
+                cfg.concurrency,
+                600.0,
+                "eval",
+            )
         )
     failed = [r for r in results.values() if r.error]
     if failed:
         raise DistillError(f"{len(failed)} eval requests failed (first: {failed[0].error})")
 
-    items = [(p["answer"], results[p["id"]].completion, results[p["id"]].finish_reason) for p in problems]
+    keys = [(p["id"], s) for p in problems for s in range(k)]
+    items = [
+        (str(results[key].job.meta["answer"]), results[key].completion, results[key].finish_reason) for key in keys
+    ]
     if bench.verifier == "multiple_choice":
         verdicts = [verify_choice(*item) for item in items]
     else:
         verdicts = verify_many(items, timeout=cfg.timeout, workers=os.cpu_count() or 1)
-    rows, by_level = [], defaultdict(lambda: [0, 0])
-    for p, v in zip(problems, verdicts, strict=True):
-        r = results[p["id"]]
+    verdict = dict(zip(keys, verdicts, strict=True))
+    rows = []
+    for key in keys:
+        r, v = results[key], verdict[key]
         rows.append(
             {
-                **p,
+                **r.job.meta,
+                "sample": key[1],
                 "completion": r.completion,
                 "finish_reason": r.finish_reason,
                 "completion_tokens": r.completion_tokens,
@@ -69,29 +89,46 @@ def run(cfg: EvalConfig) -> dict:
                 "extracted": v.extracted,
             }
         )
-        by_level[p["level"]][0] += v.correct
-        by_level[p["level"]][1] += 1
-    correct = sum(v.correct for v in verdicts)
     summary = {
         "model": cfg.model,
         "served_model": model,
         "tasks": bench.name,
         "benchmark": dataclasses.asdict(bench),
-        "n": len(problems),
-        "correct": correct,
-        "pass@1": correct / len(problems),
-        "pass@1_by_level": {str(k): v[0] / v[1] for k, v in sorted(by_level.items())},
+        **score(problems, verdict, k),
         "mean_completion_tokens": sum(r["completion_tokens"] for r in rows) / len(rows),
         "truncated": sum(r["finish_reason"] == "length" for r in rows),
         "tokens_per_s": stats["tokens_per_s"],
-        "sampling": params,
+        "sampling": {**params, "num_samples": k},
     }
     write_jsonl(out / "samples.jsonl", rows)
     write_json(out / "results.json", summary)
     config_mod.save(cfg, out)
+    extra = f" ± {summary['pass@1_stderr']:.3f}" if summary["pass@1_stderr"] is not None else ""
     print(
-        f"[distill] eval {cfg.model}: pass@1 {summary['pass@1']:.3f} ({correct}/{len(problems)}) on {bench.name}; "
-        f"by level {', '.join(f'L{k} {v:.2f}' for k, v in summary['pass@1_by_level'].items())}",
+        f"[distill] eval {cfg.model}: pass@1 {summary['pass@1']:.3f}{extra} ({summary['correct']}/{summary['samples']} "
+        f"samples, {k} per problem) on {bench.name}; "
+        f"by level {', '.join(f'L{lvl} {v:.2f}' for lvl, v in summary['pass@1_by_level'].items())}"
+        + "".join(f"; pass@{kk} {v:.3f}" for kk, v in summary["pass@k"].items() if int(kk) > 1),
         flush=True,
     )
     return summary
+
+
+def score(problems: list[dict], verdict: dict, k: int) -> dict:
+    """pass@1 averaged over the k samples of each problem (with its standard error over problems), the
+    unbiased pass@k for k = 1, 2, 4, ... up to the samples drawn, and pass@1 by difficulty level."""
+    counts = [(k, sum(verdict[(p["id"], s)].correct for s in range(k))) for p in problems]
+    p1, se = mean_pass_at_k(counts, 1)
+    ks = [kk for kk in (1, 2, 4, 8, 16, 32, 64, 128, 256) if kk <= k]
+    by_level: dict[int, list[float]] = defaultdict(list)
+    for p, (_, c) in zip(problems, counts, strict=True):
+        by_level[p.get("level", 0)].append(c / k)
+    return {
+        "n": len(problems),
+        "samples": len(problems) * k,
+        "correct": sum(c for _, c in counts),
+        "pass@1": p1,
+        "pass@1_stderr": None if math.isnan(se) else se,
+        "pass@k": {str(kk): mean_pass_at_k(counts, kk)[0] for kk in ks},
+        "pass@1_by_level": {str(lvl): sum(v) / len(v) for lvl, v in sorted(by_level.items())},
+    }

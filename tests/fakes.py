@@ -73,6 +73,7 @@ class FakeOpenAI(_Background):
         self.fail_marker = "POISON"
         self.reasoning = ""  # when set, sent as `reasoning_content` beside the answer (like vLLM's reasoning parsers)
         self.finish_reason = "stop"
+        self.wrong_every = 0  # when n > 0, every n-th completion request answers one more than the right sum
         self.failing = True
         self.calls: Counter[str] = Counter()
         self.requests = 0
@@ -97,7 +98,7 @@ class FakeOpenAI(_Background):
         if self.failing and self.fail_marker in user:
             return web.json_response({"error": "injected failure"}, status=500)
         numbers = [int(n) for n in re.findall(r"\d+", user)]
-        answer = sum(numbers)
+        answer = sum(numbers) + (1 if self.wrong_every and self.requests % self.wrong_every == 0 else 0)
         text = f"Adding the numbers gives {answer}.\n\nThe answer is \\boxed{{{answer}}}."
         return web.json_response(
             {
