@@ -213,51 +213,55 @@ async def run_jobs(
     stats: dict | None = None,
     backoff_base: float = 1.0,
 ) -> dict:
-    """Keep `concurrency` requests in flight (a semaphore, not batches: a slow request never holds
-    the others back) until every job is done; call on_result as each ends. Counts go into `stats`
-    as they happen (so a caller still has them after an interrupt)."""
+    """Keep `concurrency` requests in flight until every job is done; call on_result as each ends.
+
+    `concurrency` workers share one iterator of jobs and each takes the next job the moment its request
+    ends: a bounded pool, not batches, so a slow request never holds the others back, and memory stays
+    O(concurrency) however many jobs there are. Counts go into `stats` as they happen (so a caller still
+    has them after an interrupt)."""
     servers = servers if isinstance(servers, list) else [servers]
     concurrency = concurrency or PER_SERVER_CONCURRENCY * len(servers)
     stats = stats if stats is not None else {}
     stats.update({"done": 0, "failed": 0, "retries": 0, "completion_tokens": 0, "prompt_tokens": 0})
     start = time.monotonic()
     bar = tqdm(total=len(jobs), desc=desc, unit="sample", dynamic_ncols=True, mininterval=1.0)
-    sem = asyncio.Semaphore(max(1, concurrency))
+    slots = max(1, min(concurrency, len(jobs)))
+    pending = iter(jobs)  # shared by the workers: each job is taken by exactly one of them
     inflight = 0
 
     def count_retry() -> None:
         stats["retries"] += 1
 
-    async def one(session: aiohttp.ClientSession, job: Job) -> None:
+    async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal inflight
-        async with sem:
+        for job in pending:
             inflight += 1
             try:
                 res = await _request(session, servers, job, params, timeout, retries, count_retry, backoff_base)
             finally:
                 inflight -= 1
-        on_result(res)
-        if res.error:
-            stats["failed"] += 1
-        else:
-            stats["done"] += 1
-            stats["completion_tokens"] += res.completion_tokens
-            stats["prompt_tokens"] += res.prompt_tokens
-        elapsed = max(time.monotonic() - start, 1e-9)
-        bar.update(1)
-        bar.set_postfix(
-            tok_s=f"{stats['completion_tokens'] / elapsed:.0f}",
-            samples_s=f"{stats['done'] / elapsed:.2f}",
-            inflight=inflight,
-            failed=stats["failed"],
-            retries=stats["retries"],
-            refresh=False,
-        )
+            on_result(res)
+            if res.error:
+                stats["failed"] += 1
+            else:
+                stats["done"] += 1
+                stats["completion_tokens"] += res.completion_tokens
+                stats["prompt_tokens"] += res.prompt_tokens
+            elapsed = max(time.monotonic() - start, 1e-9)
+            bar.update(1)
+            bar.set_postfix(
+                tok_s=f"{stats['completion_tokens'] / elapsed:.0f}",
+                samples_s=f"{stats['done'] / elapsed:.2f}",
+                inflight=inflight,
+                failed=stats["failed"],
+                retries=stats["retries"],
+                refresh=False,
+            )
 
     connector = aiohttp.TCPConnector(limit=0)
     try:
         async with aiohttp.ClientSession(connector=connector) as session:
-            await asyncio.gather(*(one(session, j) for j in jobs))
+            await asyncio.gather(*(worker(session) for _ in range(slots)))
     finally:
         bar.close()
         stats["seconds"] = round(time.monotonic() - start, 2)
