@@ -14,29 +14,38 @@ PORT=${PORT:-8311}
 mkdir -p "$RUN"
 start=$(date +%s)
 
+# Each stage is skipped when its output is already there, so re-running `make demo` after a crash or a
+# kill continues where it stopped (generate itself resumes sample by sample).
+done_() { [ -f "$1" ]; }
+
 # One teacher server for both generate and the teacher's eval (each vLLM start costs ~80 s on CPU).
-distill serve --model embedded:teacher --port "$PORT" >"$RUN/serve-teacher.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
-echo "[demo] waiting for the teacher server on port $PORT (log: $RUN/serve-teacher.log)"
-until curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null; do
-  kill -0 $server 2>/dev/null || { echo "[demo] the teacher server died:"; tail -20 "$RUN/serve-teacher.log"; exit 1; }
-  sleep 2
-done
+if ! done_ "$RUN/gen/summary.json" || ! done_ "$RUN/eval-teacher/results.json" \
+   || [ "$(python -c "import json;s=json.load(open('$RUN/gen/summary.json'));print(int(bool(s['failed'] or s.get('interrupted'))))")" != "0" ]; then
+  distill serve --model embedded:teacher --port "$PORT" >"$RUN/serve-teacher.log" 2>&1 &
+  server=$!
+  trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+  echo "[demo] waiting for the teacher server on port $PORT (log: $RUN/serve-teacher.log)"
+  until curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null; do
+    kill -0 $server 2>/dev/null || { echo "[demo] the teacher server died:"; tail -20 "$RUN/serve-teacher.log"; exit 1; }
+    sleep 2
+  done
+  distill generate --server-url "http://127.0.0.1:$PORT" --output "$RUN/gen" \
+    --num-prompts "$PROMPTS" --num-samples "$SAMPLES" --max-tokens "$MAX_TOKENS"
+  done_ "$RUN/eval-teacher/results.json" ||
+    distill eval --server-url "http://127.0.0.1:$PORT" --model embedded:teacher --output "$RUN/eval-teacher" \
+      --num-prompts "$EVAL_PROMPTS" --max-tokens "$MAX_TOKENS"
+  kill $server; wait $server 2>/dev/null || true
+  trap - EXIT
+fi
 
-distill generate --server-url "http://127.0.0.1:$PORT" --output "$RUN/gen" \
-  --num-prompts "$PROMPTS" --num-samples "$SAMPLES" --max-tokens "$MAX_TOKENS"
-distill eval --server-url "http://127.0.0.1:$PORT" --model embedded:teacher --output "$RUN/eval-teacher" \
-  --num-prompts "$EVAL_PROMPTS" --max-tokens "$MAX_TOKENS"
-kill $server; wait $server 2>/dev/null || true
-trap - EXIT
-
-distill filter "$RUN/gen" --output "$RUN/filtered"
-distill eval --model embedded:student --output "$RUN/eval-student-before" \
-  --num-prompts "$EVAL_PROMPTS" --max-tokens "$MAX_TOKENS"
-distill train --size tiny --data "$RUN/filtered" --output "$RUN/student"
-distill eval --model "$RUN/student" --output "$RUN/eval-student-after" \
-  --num-prompts "$EVAL_PROMPTS" --max-tokens "$MAX_TOKENS"
+done_ "$RUN/filtered/report.json" || distill filter "$RUN/gen" --output "$RUN/filtered"
+done_ "$RUN/eval-student-before/results.json" ||
+  distill eval --model embedded:student --output "$RUN/eval-student-before" \
+    --num-prompts "$EVAL_PROMPTS" --max-tokens "$MAX_TOKENS"
+done_ "$RUN/student/train_metrics.json" || distill train --size tiny --data "$RUN/filtered" --output "$RUN/student"
+done_ "$RUN/eval-student-after/results.json" ||
+  distill eval --model "$RUN/student" --output "$RUN/eval-student-after" \
+    --num-prompts "$EVAL_PROMPTS" --max-tokens "$MAX_TOKENS"
 
 python - "$RUN" "$(( $(date +%s) - start ))" <<'PY'
 import json, sys

@@ -131,21 +131,23 @@ def test_sigkill_and_resume_against_the_real_server(tmp_path, teacher_server):
     from pathlib import Path
 
     out = tmp_path / "gen"
+    # 48 samples, 4 in flight: rows trickle in over several seconds, so the kill lands mid-run
     cmd = [sys.executable, "-m", "distill.cli", "generate", "--server-url", teacher_server.url, "--output", str(out),
-           "--num-prompts", "12", "--levels", "1", "--num-samples", "2", "--max-tokens", "48"]  # fmt: skip
+           "--num-prompts", "12", "--levels", "1", "--num-samples", "4", "--max-tokens", "48",
+           "--concurrency", "4"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     traces = out / "traces.jsonl"
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while (not traces.exists() or traces.read_bytes().count(b"\n") < 6) and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = traces.read_bytes().count(b"\n")
-    assert 6 <= partial < 24
+    assert 6 <= partial < 48
     assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
     got = [(r["id"], r["sample"]) for r in rows(traces)]
-    assert len(got) == 24 and len(set(got)) == 24
+    assert len(got) == 48 and len(set(got)) == 48
 
 
 def test_eval_on_a_benchmark_from_a_local_file(tmp_path, teacher_server):
