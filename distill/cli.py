@@ -44,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     C.add_arguments(e, C.EvalConfig)
 
+    gr = sub.add_parser(
+        "grpo",
+        help="reinforcement learning with verifiable rewards (TRL GRPO) on problems with known answers",
+        description=C.GrpoConfig.__doc__,
+    )
+    C.add_arguments(gr, C.GrpoConfig)
+
     st = sub.add_parser(
         "stats",
         help="lengths, reflection words, accuracy by level, plots of traces or eval outputs",
@@ -118,7 +125,14 @@ def main(argv: list[str] | None = None) -> int:
                 size = C.load_yaml(args.config).get("size")
             recipe = train.recipe_for(size or C.TrainConfig.size)
             base = {**C.load_yaml(recipe), "size": size or C.TrainConfig.size}
-            train.run(C.from_args(C.TrainConfig, args, base=base, base_source=str(recipe), extra=train.sft_fields()))
+            cfg = C.from_args(C.TrainConfig, args, base=base, base_source=str(recipe), extra=train.sft_fields())
+            code = train.main(cfg, args)  # trains here, or under `accelerate launch` with --launcher
+            if code:
+                return code
+        elif args.command == "grpo":
+            from distill import grpo
+
+            grpo.run(C.from_args(C.GrpoConfig, args, extra=grpo.grpo_fields()))
         elif args.command == "eval":
             from distill import evaluate
 

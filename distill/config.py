@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from distill.errors import DistillError
 
 DEFAULT_PROMPT_TEMPLATE = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 CONFIG_FILENAME = "distill_config.yaml"
+_FLOAT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -164,7 +166,11 @@ class FilterConfig:
 
 @dataclass
 class TrainConfig:
-    """Supervised fine-tuning of a student on verified traces (TRL SFTTrainer)."""
+    """Supervised fine-tuning of a student on verified traces (TRL SFTTrainer).
+
+    Full fine-tuning or LoRA/QLoRA, in this process or over several GPUs and nodes (`--launcher` starts
+    `accelerate launch` with recipes/accelerate/<launcher>.yaml), resumable from checkpoints, and
+    optionally pushed to the Hugging Face Hub with a model card."""
 
     size: str = _f("tiny", "student size: tiny|1.5b|7b|8b|14b|32b|70b (picks recipes/sft/*-<size>.yaml)")
     model: str = _f("embedded:student", "student model spec")
@@ -175,7 +181,75 @@ class TrainConfig:
     requires_gpu: bool = _f(False, "stop with a clear message when no CUDA GPU is present")
     attn_implementation: str = _f("", "attention kernel on GPU, e.g. flash_attention_2 ('' = transformers' default)")
     max_examples: int = _f(0, "use at most this many training rows (0: all)")
+    # Chat template and the token that ends an assistant turn
+    chat_template: str = _f(
+        "",
+        "chat template: '' = the tokenizer's own, a .jinja file, or a name under recipes/chat_templates/ "
+        "(e.g. chatml-think for base Qwen students)",
+    )
+    eos_token: str = _f(
+        "",
+        "token that ends an assistant turn and generation ('' = the tokenizer's eos); base students need the "
+        "chat template's end-of-turn token here, e.g. <|im_end|>, or they never learn to stop",
+    )
+    # LoRA / QLoRA
+    lora_r: int = _f(0, "LoRA rank (0: full fine-tuning)")
+    lora_alpha: int = _f(0, "LoRA scaling alpha (0: twice lora_r)")
+    lora_dropout: float = _f(0.05, "dropout on the LoRA branch")
+    lora_target_modules: str = _f(
+        "all-linear", "modules that get adapters: all-linear, or comma-separated names such as q_proj,v_proj"
+    )
+    load_in_4bit: bool = _f(False, "QLoRA: load the frozen base in 4-bit NF4 (bitsandbytes, CUDA only; needs lora_r)")
+    merge_lora: bool = _f(
+        False, "after LoRA training, merge the adapter into the base weights and save a plain model (vLLM-ready)"
+    )
+    # Checkpoints
+    resume: bool = _f(False, "resume from the last checkpoint in <output>/checkpoints")
+    # Multi-GPU / multi-node launch
+    launcher: str = _f(
+        "", "'' (this process) or ddp|zero2|zero3|fsdp: run under `accelerate launch` with recipes/accelerate/<it>.yaml"
+    )
+    num_gpus: int = _f(0, "with --launcher: GPUs per node (0: all this node has)")
+    num_nodes: int = _f(1, "with --launcher: machines taking part")
+    machine_rank: int = _f(0, "with --launcher: this machine's rank among --num-nodes (0 on the head node)")
+    main_process_ip: str = _f("", "with --launcher on several nodes: address of the rank-0 machine")
+    main_process_port: int = _f(29500, "with --launcher: rendezvous port on the rank-0 machine")
+    print_launch: bool = _f(False, "with --launcher: print the `accelerate launch` command and exit without running it")
+    # Hub
+    push_to_hub: str = _f("", "after training, upload the saved student with a model card to this Hub model repo id")
+    hub_private: bool = _f(False, "create the --push-to-hub repo as private")
+    eval_results: str = _f(
+        "", "results.json of `distill eval` for the card ('' = look for one of this model next to --output)"
+    )
     sft: dict = _f({}, "TRL SFTConfig fields (any key of trl.SFTConfig may also be given at the top level)")
+
+    def __post_init__(self) -> None:
+        launchers = ("ddp", "zero2", "zero3", "fsdp")  # recipes/accelerate/<launcher>.yaml
+        self.launcher = self.launcher.strip().lower()
+        if self.launcher not in ("", *launchers):
+            raise DistillError(
+                f"train: key 'launcher' must be one of {', '.join(launchers)} (or '' for none), got {self.launcher!r}"
+            )
+        for key in ("lora_r", "lora_alpha", "num_gpus", "max_examples"):
+            if getattr(self, key) < 0:
+                raise DistillError(f"train: key '{key}' must be 0 or more, got {getattr(self, key)}")
+        if self.num_nodes < 1:
+            raise DistillError(f"train: key 'num_nodes' must be at least 1, got {self.num_nodes}")
+        if not 0 <= self.machine_rank < self.num_nodes:
+            raise DistillError(
+                f"train: key 'machine_rank' must lie in [0, {self.num_nodes - 1}] (num_nodes is {self.num_nodes}), "
+                f"got {self.machine_rank}"
+            )
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise DistillError(f"train: key 'lora_dropout' must lie in [0, 1), got {self.lora_dropout}")
+        if (self.load_in_4bit or self.merge_lora) and not self.lora_r:
+            key = "load_in_4bit" if self.load_in_4bit else "merge_lora"
+            raise DistillError(f"train: key '{key}' needs LoRA: set lora_r (e.g. 16)")
+        if self.push_to_hub.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
+            raise DistillError(
+                "train: key 'push_to_hub' takes a Hub model repo id (e.g. alice/qwen-7b-distill), "
+                f"got {self.push_to_hub!r}"
+            )
 
 
 @dataclass
@@ -204,6 +278,69 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.serve is None or isinstance(self.serve, dict):
             self.serve = build(ServeConfig, self.serve or {}, source="serve")
+
+
+@dataclass
+class GrpoConfig:
+    """Reinforcement learning with verifiable rewards (GRPO, TRL GRPOTrainer) on problems with known answers.
+
+    A recipe's keys are these fields or any field of trl.GRPOConfig (num_generations, max_completion_length,
+    beta, loss_type, use_vllm, vllm_mode, ...), which go to GRPOConfig unchanged."""
+
+    model: str = _f("embedded:teacher", "policy model spec: embedded:teacher|embedded:student, a folder or a Hub id")
+    output: str = _f(
+        "runs/grpo", "folder the trained model, tokenizer, config, log_history.json and rewards.json go to"
+    )
+    requires_gpu: bool = _f(False, "stop with a clear message when no CUDA GPU is present")
+    attn_implementation: str = _f("", "attention kernel on GPU, e.g. flash_attention_2 ('' = transformers' default)")
+    chat_template: str = _f(
+        "", "chat template: '' = the tokenizer's own, a .jinja file, or a name under recipes/chat_templates/"
+    )
+    eos_token: str = _f(
+        "", "token that ends a completion ('' = the tokenizer's eos); base models with chatml-think: <|im_end|>"
+    )
+    # prompts
+    dataset: str = _f("builtin", "prompts: 'builtin', a local .jsonl/.parquet file, or a Hugging Face dataset id")
+    split: str = _f("train", "split of the dataset (builtin: train|test)")
+    problem_column: str = _f("problem", "column holding the problem text")
+    answer_column: str = _f("answer", "column holding the gold answer (a \\boxed{} solution works too)")
+    id_column: str = _f("", "column holding a stable prompt id ('' to use the row index)")
+    num_prompts: int = _f(256, "how many prompts to use (0: all; builtin: how many to generate)")
+    levels: list[int] = _f([1, 2], "builtin only: difficulty levels to draw from")
+    seed: int = _f(0, "seed of the built-in problems")
+    prompt_template: str = _f(DEFAULT_PROMPT_TEMPLATE, "user message; {problem} is replaced by the problem")
+    system_prompt: str = _f("", "system message ('' for none)")
+    # rewards
+    reward_funcs: list[str] = _f(
+        ["accuracy", "boxed_format"], "rewards by name: accuracy, format, boxed_format, length, repetition"
+    )
+    reward_weights: list[float] = _f([], "one weight per reward (empty: all 1.0); the reward is their weighted sum")
+    format_tags: list[str] = _f(["think"], "format reward: tag blocks required in this order, e.g. [think, answer]")
+    overlong_buffer: int = _f(0, "length reward: tokens before max_completion_length where the penalty starts (0: 1/5)")
+    verify_timeout: float = _f(5.0, "accuracy reward: hard wall-clock bound per sample for math verification, s")
+    verify_workers: int = _f(0, "accuracy reward: verification worker processes (0: one per core)")
+    grpo: dict = _f({}, "TRL GRPOConfig fields (any key of trl.GRPOConfig may also be given at the top level)")
+
+    def __post_init__(self) -> None:
+        if self.reward_weights and len(self.reward_weights) != len(self.reward_funcs):
+            raise DistillError(
+                f"grpo: key 'reward_weights' has {len(self.reward_weights)} weights for "
+                f"{len(self.reward_funcs)} reward_funcs {self.reward_funcs}"
+            )
+        for key in ("overlong_buffer", "verify_workers", "num_prompts"):
+            if getattr(self, key) < 0:
+                raise DistillError(f"grpo: key '{key}' must be 0 or more, got {getattr(self, key)}")
+        if not self.verify_timeout > 0:
+            raise DistillError(f"grpo: key 'verify_timeout' must be > 0 seconds, got {self.verify_timeout}")
+
+    # `build` puts pass-through keys (trl.GRPOConfig fields) into `.sft`; here they belong in `grpo`.
+    @property
+    def sft(self) -> dict:
+        return self.grpo
+
+    @sft.setter
+    def sft(self, value: dict) -> None:
+        self.grpo = value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -296,7 +433,18 @@ def load_yaml(path: str | Path) -> dict:
         return {}
     if not isinstance(data, dict):
         raise DistillError(f"{p}: expected a mapping of keys to values at the top level")
-    return data
+    return _numbers(data)
+
+
+def _numbers(value: Any) -> Any:
+    """YAML 1.1 reads `1e-5` (no dot) as text; every recipe that writes it means a number."""
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -341,6 +489,11 @@ def parse_overrides(items: list[str]) -> dict:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str):  # YAML 1.1 reads "1e-5" as text; a number was meant
+            try:
+                value = float(value) if _FLOAT.fullmatch(value.strip()) else value
+            except ValueError:
+                pass
         node = out
         *parents, leaf = key.split(".")
         for p in parents:

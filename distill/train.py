@@ -1,20 +1,42 @@
 """`distill train`: supervised fine-tuning of a student on verified traces with TRL's SFTTrainer.
 
     distill train --size tiny --data runs/filtered --output runs/student
+    distill train --size 7b --launcher zero3 --num-gpus 8 --data runs/filtered --output runs/student-7b
+    distill train --size 7b --lora-r 16 --merge-lora true --push-to-hub alice/qwen-math-7b-distill
 
 `--size` picks recipes/sft/<family>-<size>.yaml (tiny: the embedded SmolLM2-135M student on CPU;
 1.5b ... 70b: the R1 paper's students, which need CUDA GPUs). A recipe's keys are TrainConfig fields
 or trl.SFTConfig fields. Each kept row's `messages` becomes a prompt/completion pair, so the loss
-covers only the assistant turn, which the chat template ends with the EOS token.
+covers only the assistant turn.
+
+What this module adds around SFTTrainer, and why:
+- Launch (`--launcher ddp|zero2|zero3|fsdp`): re-runs the same command under `accelerate launch` with
+  recipes/accelerate/<launcher>.yaml on every GPU of every node; `--print-launch true` shows the command.
+- Stopping: a student trained from a BASE model never learns to stop when the token its chat template
+  ends a turn with is not the EOS token it is trained and served with (open-r1 #492, #603). Before any
+  weights are loaded, one example is tokenized the way TRL does it and the last supervised token must
+  be the EOS token; the saved generation_config lists it so vLLM stops there.
+- LoRA/QLoRA (`--lora-r`, `--load-in-4bit`), with `--merge-lora` saving a plain model vLLM serves as is.
+- Resume (`--resume true`) from the last checkpoint in <output>/checkpoints.
+- `--push-to-hub REPO`: the saved student with a model card (distill/modelcard.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import importlib.util
 import json
+import os
+import shlex
 import shutil
+import signal
+import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from distill import config as config_mod
 from distill.config import TrainConfig
@@ -23,6 +45,10 @@ from distill.models import resolve_model
 from distill.records import read_jsonl, write_json
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+CHAT_TEMPLATES = RECIPES / "chat_templates"
+ACCELERATE_CONFIGS = RECIPES / "accelerate"
+CHECKPOINTS = "checkpoints"  # <output>/checkpoints: the Trainer's output_dir
+ADAPTER = "adapter"  # <output>/adapter: the LoRA adapter when --merge-lora put a merged model in <output>
 
 # SFTConfig values distill sets unless the recipe does: quiet, CPU-aware, saves once at the end.
 SFT_DEFAULTS = {
@@ -39,6 +65,20 @@ SFT_DEFAULTS = {
     "max_length": 2048,
     "seed": 0,
 }
+
+# TrainConfig fields that say how to start the processes, not what to train: the launched command drops them.
+LAUNCH_KEYS = (
+    "launcher",
+    "num_gpus",
+    "num_nodes",
+    "machine_rank",
+    "main_process_ip",
+    "main_process_port",
+    "print_launch",
+)
+# Set in the environment of a launched run (as are accelerate's and torchrun's own variables), so the
+# processes it starts train instead of launching again.
+LAUNCHED_ENV = "DISTILL_LAUNCHED"
 
 
 def sft_fields() -> set[str]:
@@ -81,15 +121,392 @@ def load_sft_rows(path: str | Path, max_examples: int = 0) -> list[dict]:
     return rows
 
 
-def run(cfg: TrainConfig) -> dict:
-    from distill.server import has_cuda
+# --------------------------------------------------------------------------------------------------
+# Launch: `distill train --launcher L` re-runs itself under `accelerate launch` on every GPU
 
-    if cfg.requires_gpu and not has_cuda():
+
+def inside_launch(env: dict[str, str] | None = None) -> bool:
+    """True in a process started by `accelerate launch`/torchrun (or by distill's own launch): such a
+    process trains; launching again from it would start processes recursively."""
+    env = os.environ if env is None else env
+    return any(key in env for key in (LAUNCHED_ENV, "LOCAL_RANK", "WORLD_SIZE", "ACCELERATE_MIXED_PRECISION"))
+
+
+def child_argv(args: argparse.Namespace) -> list[str]:
+    """The `train ...` arguments each launched process gets: what the user gave, minus the launch flags.
+
+    Rebuilt from the parsed flags (not the raw argv), so abbreviations and `--flag=value` spellings of
+    launch flags are dropped as reliably as the plain ones."""
+    given = vars(args)
+    argv = ["train"]
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in given and f.name not in LAUNCH_KEYS:
+            value = given[f.name]
+            argv += ["--" + f.name.replace("_", "-"), *(map(str, value) if isinstance(value, list) else [str(value)])]
+    if given.get("config"):
+        argv += ["--config", str(given["config"])]
+    for item in given.get("overrides") or []:
+        if item.split("=", 1)[0].split(".")[0] not in LAUNCH_KEYS:
+            argv += ["--set", item]
+    return argv
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the working directory when under it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def launch_command(cfg: TrainConfig, child: list[str], gpus_here: int | None = None) -> list[str]:
+    """`accelerate launch --config_file recipes/accelerate/<launcher>.yaml ... -m distill.cli <child>`.
+
+    `gpus_here` is this node's GPU count (None: ask torch); it is used when --num-gpus is 0. Processes:
+    num_nodes x GPUs per node; every node runs the same command with its own --machine-rank."""
+    if not cfg.launcher:
+        raise DistillError("no launcher: set --launcher ddp|zero2|zero3|fsdp")
+    conf = ACCELERATE_CONFIGS / f"{cfg.launcher}.yaml"
+    if not conf.is_file():
+        raise DistillError(f"accelerate config {conf} for --launcher {cfg.launcher} does not exist")
+    gpus = cfg.num_gpus
+    if not gpus:
+        if gpus_here is None:
+            import torch
+
+            gpus_here = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        gpus = gpus_here
+    if not gpus:
+        raise DistillError("--num-gpus is 0 and this machine has no CUDA GPU to count: pass --num-gpus N (per node)")
+    if cfg.num_nodes > 1 and not cfg.main_process_ip:
+        raise DistillError(
+            f"--num-nodes {cfg.num_nodes} needs --main-process-ip: the address of the machine with --machine-rank 0"
+        )
+    cmd = ["accelerate", "launch", "--config_file", _shown(conf)]
+    cmd += ["--num_processes", str(cfg.num_nodes * gpus), "--num_machines", str(cfg.num_nodes)]
+    if cfg.num_nodes > 1:
+        cmd += ["--machine_rank", str(cfg.machine_rank), "--main_process_ip", cfg.main_process_ip]
+    cmd += ["--main_process_port", str(cfg.main_process_port), "-m", "distill.cli", *child]
+    return cmd
+
+
+def execute(cmd: list[str]) -> int:
+    """Run a launch command to the end and return its exit status (128 + N when killed by signal N).
+
+    Its output streams straight to ours. The child runs in its own session, so a Ctrl-C on the terminal
+    reaches it once, through us: SIGINT and SIGTERM (Slurm's time limit, `kill`) are forwarded, and we
+    wait for the launched processes to finish their cleanup."""
+    exe = cmd[0]
+    if exe == "accelerate":
+        local = Path(sys.executable).parent / "accelerate"  # the one of this environment first
+        exe = str(local) if local.is_file() else shutil.which("accelerate") or ""
+        if not exe:
+            raise DistillError("`accelerate` is not installed in this environment: pip install accelerate")
+    env = {**os.environ, LAUNCHED_ENV: "1"}
+    print(f"[distill] launching: {shlex.join(cmd)}", flush=True)
+    try:
+        proc = subprocess.Popen([exe, *cmd[1:]], env=env, start_new_session=True)
+    except OSError as e:
+        raise DistillError(f"cannot start {exe}: {e}") from None
+
+    def forward(signum: int, frame: Any) -> None:  # noqa: ARG001
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if proc.poll() is None:  # we are leaving on an exception: do not orphan the training
+            proc.terminate()
+            proc.wait()
+    return code if code >= 0 else 128 - code
+
+
+def preflight(cfg: TrainConfig) -> None:
+    """The cheap checks of `prepare`, run once before launching: a bad repo id, missing data or a resume
+    problem is then one message, not one traceback per process after minutes of start-up."""
+    if cfg.push_to_hub:
+        from distill.hub import check_repo_id
+
+        check_repo_id(cfg.push_to_hub)
+    data = Path(cfg.data)
+    if not (data / "kept.jsonl" if data.is_dir() else data).is_file():
+        raise DistillError(f"{data} does not exist: pass the kept.jsonl of `distill filter` (or its folder)")
+    resume_checkpoint(cfg)
+
+
+def main(cfg: TrainConfig, args: argparse.Namespace) -> int:
+    """The `distill train` command: launch under accelerate when --launcher asks for it, else train here."""
+    if cfg.launcher and not inside_launch():
+        from distill.server import has_cuda
+
+        if cfg.print_launch:
+            print(shlex.join(launch_command(cfg, child_argv(args))), flush=True)
+            return 0
+        if not has_cuda():
+            raise DistillError(
+                f"--launcher {cfg.launcher} needs CUDA GPUs, and this machine has none; run it on a GPU node, "
+                "or add --print-launch true --num-gpus N to see the command it would run"
+            )
+        if cfg.launcher in ("zero2", "zero3") and importlib.util.find_spec("deepspeed") is None:
+            raise DistillError(
+                f"--launcher {cfg.launcher} uses DeepSpeed, which is not installed: pip install deepspeed, "
+                "or use --launcher fsdp (same sharding as zero3, no DeepSpeed)"
+            )
+        preflight(cfg)
+        return execute(launch_command(cfg, child_argv(args)))
+    if cfg.print_launch and not cfg.launcher:
+        raise DistillError("--print-launch shows the command of a launcher: add --launcher ddp|zero2|zero3|fsdp")
+    run(cfg)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Resume
+
+
+def resume_checkpoint(cfg: TrainConfig) -> str | None:
+    """The checkpoint to resume from: with --resume, the last one in <output>/checkpoints (an error when
+    there is none); without it, None, and an error when checkpoints of an earlier run are there, since a
+    new run would write its checkpoints among them and a later --resume could pick the old run's."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    explicit = cfg.sft.get("resume_from_checkpoint")
+    if explicit:
+        if not Path(explicit).is_dir():
+            raise DistillError(f"resume_from_checkpoint: {explicit} is not a checkpoint folder")
+        return str(explicit)
+    folder = Path(cfg.output) / CHECKPOINTS
+    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if not cfg.resume:
+        if last:
+            raise DistillError(
+                f"{folder} holds checkpoints of an earlier run (last: {Path(last).name}): pass --resume true to "
+                "continue it, or another --output (or delete that folder) to start over"
+            )
+        return None
+    if not last:
+        strategy = {**SFT_DEFAULTS, **cfg.sft}.get("save_strategy")
+        raise DistillError(
+            f"--resume: no checkpoint in {folder} to resume from (this recipe saves them with save_strategy "
+            f"{strategy!r}); train without --resume to start from the beginning"
+        )
+    if not (Path(last) / "trainer_state.json").is_file():
+        raise DistillError(
+            f"--resume: the last checkpoint {last} is incomplete (no trainer_state.json; the run probably stopped "
+            "while saving it): delete it to resume from the one before"
+        )
+    return last
+
+
+# --------------------------------------------------------------------------------------------------
+# Chat template and the token that ends an assistant turn
+
+
+def resolve_chat_template(spec: str) -> Path:
+    """A .jinja file path, or a template name under recipes/chat_templates/ (with or without .jinja)."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    named = CHAT_TEMPLATES / (spec if spec.endswith(".jinja") else f"{spec}.jinja")
+    if named.is_file():
+        return named
+    names = ", ".join(sorted(p.stem for p in CHAT_TEMPLATES.glob("*.jinja"))) or "none"
+    raise DistillError(f"chat_template {spec!r} is neither a file nor a template in {CHAT_TEMPLATES} ({names})")
+
+
+def configure_tokenizer(tokenizer: Any, cfg: Any, model_name: str) -> None:
+    """Apply --chat-template and --eos-token to the tokenizer (it is saved with the student, so vLLM uses
+    the same template and stops at the same token), and give it a pad token when it has none.
+
+    `cfg` is any config with `chat_template` and `eos_token` fields (TrainConfig; `distill grpo` shares it)."""
+    if cfg.chat_template:
+        tokenizer.chat_template = resolve_chat_template(cfg.chat_template).read_text(encoding="utf-8")
+    elif not tokenizer.chat_template:
+        raise DistillError(
+            f"{model_name}'s tokenizer has no chat template: set chat_template (e.g. chatml-think with "
+            "eos_token '<|im_end|>' for Qwen models, llama3-think with '<|eot_id|>' for Llama 3)"
+        )
+    if cfg.eos_token:
+        if cfg.eos_token not in tokenizer.get_vocab():
+            specials = ", ".join(str(t) for t in list(tokenizer.added_tokens_decoder.values())[:12])
+            raise DistillError(
+                f"eos_token {cfg.eos_token!r} is not a token of {model_name}'s tokenizer (its added tokens: {specials})"
+            )
+        tokenizer.eos_token = cfg.eos_token
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def supervised_example(tokenizer: Any, row: dict, completion_only: bool = True) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of one prompt/completion row, tokenized the way TRL's SFTTrainer does it:
+    the prompt with the generation prompt, prompt + completion in full, the completion starting where the
+    two diverge; labels are -100 on the prompt (when the loss is completion-only)."""
+    from trl.data_utils import _tokenize, common_prefix_length
+
+    kwargs = {"chat_template": None, "tools": None}
+    prompt_ids = _tokenize(tokenizer, row["prompt"], add_generation_prompt=True, **kwargs)["input_ids"]
+    input_ids = list(_tokenize(tokenizer, row["prompt"] + row["completion"], **kwargs)["input_ids"])
+    start = common_prefix_length(prompt_ids, input_ids) if completion_only else 0
+    return input_ids, [-100] * start + input_ids[start:]
+
+
+def check_stop_token(tokenizer: Any, labels: list[int], where: str = "") -> None:
+    """A DistillError unless the last supervised token (after any whitespace the template adds after the
+    turn, like ChatML's newline) is the tokenizer's EOS token: otherwise the student is never trained to
+    emit the token generation stops at, and it generates until max_tokens."""
+    eos, eos_id = tokenizer.eos_token, tokenizer.eos_token_id
+    supervised = [t for t in labels if t != -100]
+    if not supervised:
+        raise DistillError(
+            f"{where}no token of the assistant's answer is trained on (every label is -100): check "
+            "completion_only_loss and assistant_only_loss"
+        )
+    i = len(supervised) - 1
+    while i > 0 and supervised[i] != eos_id and not tokenizer.decode([supervised[i]]).strip():
+        i -= 1
+    last = supervised[i]
+    if last == eos_id:
+        return
+    ending = "…" + tokenizer.decode(supervised[max(0, i - 16) : i + 1])[-24:]
+    if last in tokenizer.added_tokens_decoder:
+        token = str(tokenizer.added_tokens_decoder[last])
+        fix = (
+            f"set eos_token: {token!r} (--eos-token '{token}') so the student is trained to emit the token the "
+            "chat template ends a turn with"
+        )
+    else:
+        fix = (
+            "set chat_template to one that ends each assistant turn with a special token and eos_token to that "
+            "token (e.g. chatml-think with '<|im_end|>')"
+        )
+    raise DistillError(
+        f"{where}the chat template ends the assistant's answer with {ending!r}, not with the EOS token {eos!r} "
+        f"(id {eos_id}): trained this way the student never learns to stop and generates until max_tokens; {fix}"
+    )
+
+
+def check_prepared(trainer: Any, tokenizer: Any, max_length: int | None, sample: int = 8) -> int:
+    """Check the stop token on TRL's own tokenized training rows (the first `sample`, skipping rows cut at
+    max_length, which end mid-answer). Returns how many rows were checked (0 when packed)."""
+    ds = trainer.train_dataset
+    names = getattr(ds, "column_names", None) or []
+    if "labels" not in names or "seq_lengths" in names:  # packed rows hold several examples each
+        return 0
+    head = ds.select(range(min(sample, len(ds))))
+    checked = 0
+    for ids, labels in zip(head["input_ids"], head["labels"], strict=True):
+        if max_length and len(ids) >= max_length:
+            continue
+        check_stop_token(tokenizer, labels, where="in TRL's tokenized training data, ")
+        checked += 1
+    return checked
+
+
+# --------------------------------------------------------------------------------------------------
+# LoRA / QLoRA
+
+
+def lora_config(cfg: TrainConfig) -> Any:
+    """peft.LoraConfig from the lora_* fields (alpha 0: twice the rank)."""
+    try:
+        from peft import LoraConfig
+    except ImportError:
+        raise DistillError("lora_r needs peft: pip install 'peft>=0.17'") from None
+    targets = cfg.lora_target_modules.strip()
+    target_modules: str | list[str] = (
+        targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    )
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _quantization(cfg: TrainConfig, torch: Any) -> dict:
+    """from_pretrained kwargs that load the frozen base in 4-bit NF4 for QLoRA. Under ZeRO-3/FSDP the
+    4-bit weights are stored as bf16 so they can be sharded; otherwise each process puts its copy on its GPU."""
+    from transformers import BitsAndBytesConfig
+
+    sharded = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or (
+        os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    )
+    kwargs: dict[str, Any] = {
+        "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_quant_storage=torch.bfloat16,
+        )
+    }
+    if not sharded:
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    return kwargs
+
+
+def _check_hardware(cfg: TrainConfig, gpu: bool) -> None:
+    if cfg.requires_gpu and not gpu:
         raise DistillError(
             f"the {cfg.size} recipe trains {cfg.model} and needs CUDA GPUs, and this machine has none; "
             "run it on a GPU machine, or use --size tiny here"
         )
+    if cfg.load_in_4bit:
+        if not gpu:
+            raise DistillError(
+                "load_in_4bit (QLoRA) needs CUDA GPUs (bitsandbytes 4-bit kernels), and this machine has none; "
+                "drop --load-in-4bit to train LoRA on full-precision weights"
+            )
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise DistillError("load_in_4bit (QLoRA) needs bitsandbytes: pip install bitsandbytes")
+    if cfg.lora_r and importlib.util.find_spec("peft") is None:
+        raise DistillError("lora_r needs peft: pip install 'peft>=0.17'")
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class Prepared:
+    """A trainer ready to train, with what saving needs afterwards."""
+
+    trainer: Any
+    tokenizer: Any
+    model: Any  # the transformers model (under the PEFT wrapper when LoRA)
+    rows: list[dict]
+    path: str  # the resolved base model (folder or Hub id)
+    out: Path
+    resume_from: str | None
+    checked_rows: int
+
+
+def _is_main() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def prepare(cfg: TrainConfig) -> Prepared:
+    """Everything up to trainer.train(): checks that fail fast (hardware, repo id, checkpoints, data, chat
+    template and EOS) before any weights are loaded, then the model and SFTTrainer (which tokenizes)."""
+    from distill.server import has_cuda
+
+    gpu = has_cuda()
+    _check_hardware(cfg, gpu)
+    if "chat_template_path" in cfg.sft:
+        raise DistillError("use chat_template instead of chat_template_path: distill checks the template's stop token")
+    if cfg.push_to_hub:
+        from distill.hub import check_repo_id
+
+        check_repo_id(cfg.push_to_hub)
     rows = load_sft_rows(cfg.data, cfg.max_examples)
+    resume_from = resume_checkpoint(cfg)
 
     import torch
     from datasets import Dataset
@@ -99,57 +516,181 @@ def run(cfg: TrainConfig) -> dict:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     sft_kwargs = {**SFT_DEFAULTS, **cfg.sft}
+    if cfg.eos_token:
+        sft_kwargs["eos_token"] = cfg.eos_token  # TRL mirrors it into the model's config and generation_config
     cpu = not torch.cuda.is_available()
     if cpu:
         sft_kwargs["use_cpu"] = True
         # FlashAttention, Liger and padding-free packing are GPU-only; drop them rather than crash.
         for key in ("use_liger_kernel", "padding_free"):
             sft_kwargs.pop(key, None)
-    attn = cfg.attn_implementation
     try:
-        args = SFTConfig(output_dir=str(out / "checkpoints"), **sft_kwargs)
+        args = SFTConfig(output_dir=str(out / CHECKPOINTS), **sft_kwargs)
     except (TypeError, ValueError) as e:
         raise DistillError(f"invalid SFT settings: {e}") from None
 
     path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    dtype = torch.bfloat16 if args.bf16 else torch.float32
-    model_kwargs = {"dtype": dtype}
-    if attn and not cpu:
-        model_kwargs["attn_implementation"] = attn
-    model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    print(f"[distill] training {cfg.model} on {len(rows)} rows from {cfg.data} ({'CPU' if cpu else 'GPU'})", flush=True)
+    configure_tokenizer(tokenizer, cfg, cfg.model)
+    completion_only = sft_kwargs.get("completion_only_loss") is not False
+    _, labels = supervised_example(tokenizer, rows[0], completion_only=completion_only)
+    check_stop_token(tokenizer, labels)
 
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
+    model_kwargs: dict[str, Any] = {"dtype": dtype}
+    if cfg.attn_implementation and not cpu:
+        model_kwargs["attn_implementation"] = cfg.attn_implementation
+    if cfg.load_in_4bit:
+        model_kwargs.update(_quantization(cfg, torch))
+    model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
+    _add_eos_to_generation_config(model, tokenizer.eos_token_id)
+    method = "full fine-tuning"
+    if cfg.lora_r:
+        method = f"{'QLoRA' if cfg.load_in_4bit else 'LoRA'} r={cfg.lora_r}"
+    if _is_main():
+        print(
+            f"[distill] training {cfg.model} ({method}) on {len(rows)} rows from {cfg.data} ({'CPU' if cpu else 'GPU'})"
+            + (f", resuming from {resume_from}" if resume_from else ""),
+            flush=True,
+        )
+    try:
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=lora_config(cfg) if cfg.lora_r else None,
+        )
+    except ValueError as e:
+        raise DistillError(f"SFTTrainer refused the settings: {' '.join(str(e).split())}") from None
+    checked = check_prepared(trainer, tokenizer, args.max_length)
+    return Prepared(trainer, tokenizer, model, rows, path, out, resume_from, checked)
+
+
+def _add_eos_to_generation_config(model: Any, eos_id: int) -> None:
+    """List the EOS token first among the generation config's stop tokens (vLLM stops at any of them)."""
+    ids = model.generation_config.eos_token_id
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    if eos_id not in ids:
+        model.generation_config.eos_token_id = [eos_id, *ids] if ids else eos_id
+
+
+def _replace_files(src: Path, dest: Path) -> list[str]:
+    """Move every file of `src` into `dest` (replacing), drop weights `dest` holds from an earlier run
+    that `src` does not (a stale full model next to a new adapter, say), remove `src`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    names = sorted(f.name for f in src.iterdir() if f.is_file())
+    weights = ("model", "adapter_model", "pytorch_model", "adapter_config", "config")
+    for old in dest.iterdir():
+        if old.is_file() and old.name not in names and old.name.startswith(weights) and old.suffix != ".yaml":
+            old.unlink()
+    for name in names:
+        (src / name).replace(dest / name)
+    shutil.rmtree(src, ignore_errors=True)
+    return names
+
+
+def merge_adapter(base: str, adapter: Path, dest: Path, dtype: Any, generation_config: Any, tokenizer: Any) -> None:
+    """Load the base in full precision (never the 4-bit copy QLoRA trained on), add the adapter, fold it
+    into the weights and save a plain transformers model with the student's tokenizer and stop tokens."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    merged.generation_config = generation_config
+    eos = generation_config.eos_token_id
+    merged.config.get_text_config().eos_token_id = eos[0] if isinstance(eos, list) else eos
+    merged.save_pretrained(str(dest))
+    tokenizer.save_pretrained(str(dest))
+
+
+def train_and_save(prep: Prepared, cfg: TrainConfig) -> dict:
+    """Train, then save the student into --output (whole files moved in from a staging folder, so a crash
+    never leaves a half-written model), merge the LoRA adapter when asked, write metrics and config, push."""
+    trainer, tokenizer, out = prep.trainer, prep.tokenizer, prep.out
     start = time.monotonic()
-    result = trainer.train(resume_from_checkpoint=cfg.sft.get("resume_from_checkpoint"))
+    result = trainer.train(resume_from_checkpoint=prep.resume_from)
     seconds = time.monotonic() - start
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
-    # Save into a temp folder, then move the files in: a crash never leaves a half-written model.
+    main = trainer.is_world_process_zero()
     tmp = out / ".saving"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    for f in tmp.iterdir():
-        f.replace(out / f.name)
-    tmp.rmdir()
-    metrics = {
-        "train_rows": len(rows),
-        "steps": trainer.state.global_step,
-        "seconds": round(seconds, 1),
-        "first_loss": losses[0] if losses else None,
-        "last_loss": losses[-1] if losses else None,
-        "train_loss": result.training_loss,
-    }
-    write_json(out / "train_metrics.json", metrics)
-    (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-    config_mod.save(cfg, out, extra={"resolved_model": path})
-    print(
-        f"[distill] train: {metrics['steps']} steps in {seconds:.0f} s, loss {metrics['first_loss']} -> "
-        f"{metrics['last_loss']}; model saved to {out}",
-        flush=True,
-    )
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    if getattr(trainer, "is_fsdp_enabled", False):
+        # Checkpoints stay sharded (fast to write, resumable); under SHARDED_STATE_DICT save_model writes
+        # nothing at all, so the final save gathers one full state dict into ordinary safetensors.
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(tmp))  # every rank: ZeRO-3/FSDP gather the shards here
+    metrics: dict[str, Any] = {}
+    if main:
+        tokenizer.save_pretrained(str(tmp))
+        prep.model.generation_config.save_pretrained(str(tmp))  # with the EOS token: vLLM stops there
+        (tmp / "README.md").unlink(missing_ok=True)  # peft's template card; push writes distill's
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config says the same in YAML
+        if cfg.lora_r and cfg.merge_lora:
+            _replace_files(tmp, out / ADAPTER)
+            merged = out / ".merging"
+            shutil.rmtree(merged, ignore_errors=True)
+            import torch
+
+            dtype = torch.bfloat16 if trainer.args.bf16 else torch.float32
+            merge_adapter(prep.path, out / ADAPTER, merged, dtype, prep.model.generation_config, tokenizer)
+            _replace_files(merged, out)
+        else:
+            _replace_files(tmp, out)
+        trainable = sum(getattr(p, "ds_numel", p.numel()) for p in trainer.model.parameters() if p.requires_grad)
+        metrics = {
+            "train_rows": len(prep.rows),
+            "steps": trainer.state.global_step,
+            "seconds": round(seconds, 1),
+            "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None,
+            "train_loss": result.training_loss,
+            "method": ("qlora" if cfg.load_in_4bit else "lora") if cfg.lora_r else "full",
+            "trainable_params": trainable,
+            "merged": bool(cfg.lora_r and cfg.merge_lora),
+            "resumed_from": prep.resume_from,
+            "world_size": trainer.args.world_size,
+            "distributed_type": str(getattr(trainer.args.distributed_state.distributed_type, "value", "")),
+            "eos_token": tokenizer.eos_token,
+            "eos_token_ids": prep.model.generation_config.eos_token_id,
+            "stop_token_checked_rows": prep.checked_rows,
+        }
+        write_json(out / "train_metrics.json", metrics)
+        (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        config_mod.save(cfg, out, extra={"resolved_model": prep.path})
+        print(
+            f"[distill] train: {metrics['steps']} steps in {seconds:.0f} s, loss {metrics['first_loss']} -> "
+            f"{metrics['last_loss']}; {_saved_what(cfg, out, prep.path)}",
+            flush=True,
+        )
+        if cfg.push_to_hub:
+            from distill.modelcard import push_model
+
+            url = push_model(out, cfg.push_to_hub, private=cfg.hub_private, eval_results=cfg.eval_results)
+            metrics["hub_url"] = url
+            write_json(out / "train_metrics.json", metrics)
+            print(f"[distill] pushed {out} to {url}", flush=True)
+    trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def _saved_what(cfg: TrainConfig, out: Path, base: str) -> str:
+    """Where the student went and how to serve it."""
+    if not cfg.lora_r:
+        return f"model saved to {out} (serve: vllm serve {out})"
+    if cfg.merge_lora:
+        return f"adapter merged into the base weights and saved to {out}, adapter in {out / ADAPTER}"
+    return (
+        f"LoRA adapter saved to {out}; serve it with `vllm serve {base} --enable-lora --max-lora-rank {cfg.lora_r} "
+        f"--lora-modules student={out} --chat-template {out}/chat_template.jinja --generation-config {out}`, "
+        "or train with --merge-lora true for a plain model"
+    )
+
+
+def run(cfg: TrainConfig) -> dict:
+    """Train a student as `cfg` says; returns the metrics (empty on all but the main process)."""
+    return train_and_save(prepare(cfg), cfg)

@@ -94,3 +94,11 @@ def test_save_roundtrip(tmp_path):
     assert data["stage"] == "generate" and data["num_samples"] == 5 and data["serve"]["max_model_len"] == 4096
     data.pop("stage")
     assert C.build(C.GenerateConfig, data) == cfg  # the saved config rebuilds the same run
+
+
+def test_exponent_without_dot_is_a_number(tmp_path):
+    f = tmp_path / "r.yaml"
+    f.write_text("learning_rate: 1e-5\nnested: {lr: 2E-3, name: e5}\n")
+    data = C.load_yaml(f)
+    assert data["learning_rate"] == 1e-5 and data["nested"] == {"lr": 2e-3, "name": "e5"}
+    assert C.parse_overrides(["learning_rate=3e-6", "tag=1e"]) == {"learning_rate": 3e-6, "tag": "1e"}

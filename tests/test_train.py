@@ -58,3 +58,58 @@ def test_defaults_spell_current_trl_keys():
 
     names = {f.name for f in dataclasses.fields(SFTConfig)}
     assert set(SFT_DEFAULTS) <= names
+
+
+def test_lora_trains_only_the_adapter_and_merges_into_a_plain_model(tmp_path, student_path):
+    from transformers import AutoModelForCausalLM
+
+    from distill.train import prepare, train_and_save
+
+    write_jsonl(tmp_path / "kept.jsonl", ROWS)
+    cfg = TrainConfig(
+        model=student_path,
+        data=str(tmp_path),
+        output=str(tmp_path / "student"),
+        lora_r=16,
+        merge_lora=True,
+        sft={"max_steps": 3, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "bf16": False, "warmup_steps": 0},
+    )
+    prep = prepare(cfg)
+    before = {k: v.detach().clone() for k, v in prep.trainer.model.named_parameters()}
+    metrics = train_and_save(prep, cfg)
+    after = dict(prep.trainer.model.named_parameters())
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    adapter = {k for k in before if "lora_" in k}
+    assert adapter and changed == adapter  # every adapter weight moved, no base weight did
+    assert metrics["method"] == "lora" and metrics["trainable_params"] == sum(before[k].numel() for k in adapter)
+    assert metrics["last_loss"] < 0.5 * metrics["first_loss"], metrics
+
+    out = tmp_path / "student"
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+    base = load_file(f"{student_path}/model.safetensors")
+    merged = load_file(out / "model.safetensors")
+    assert base.keys() == merged.keys()  # a plain model: no lora_ or base_layer names
+    differ = {k for k in base if not torch.equal(base[k].float(), merged[k].float())}
+    assert any("q_proj" in k for k in differ) and not any("norm" in k for k in differ)
+    model = AutoModelForCausalLM.from_pretrained(out)  # loads like any transformers model (and so in vLLM)
+    assert model.generation_config.eos_token_id in (2, [2])
+    assert json.loads((out / "tokenizer_config.json").read_text())["eos_token"] == "<|im_end|>"
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path, student_path):
+    write_jsonl(tmp_path / "kept.jsonl", ROWS[:2])
+    sft = {"per_device_train_batch_size": 2, "learning_rate": 1e-3, "bf16": False, "warmup_steps": 0}
+    sft |= {"save_strategy": "steps", "save_steps": 1}
+    out = tmp_path / "student"
+    first = run(
+        TrainConfig(model=student_path, data=str(tmp_path), output=str(out), lora_r=8, sft=sft | {"max_steps": 1})
+    )
+    assert first["steps"] == 1 and (out / "checkpoints" / "checkpoint-1" / "trainer_state.json").is_file()
+
+    cfg = TrainConfig(model=student_path, data=str(tmp_path), output=str(out), lora_r=8, resume=True)
+    cfg.sft = sft | {"max_steps": 2}
+    second = run(cfg)
+    assert second["steps"] == 2 and second["resumed_from"] == str(out / "checkpoints" / "checkpoint-1")
+    steps = [h["step"] for h in json.loads((out / "log_history.json").read_text()) if "loss" in h]
+    assert steps == [1, 2]  # step 1's log came back with the checkpoint; only step 2 ran again
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
