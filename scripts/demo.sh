@@ -2,7 +2,7 @@
 # The whole pipeline on the embedded models, on CPU, as a user would run it (`make demo`):
 #   serve the teacher -> generate traces -> eval the teacher -> filter -> eval the untrained student
 #   -> train the student on the kept traces -> eval the trained student.
-# Knobs (environment): RUN (output folder), PROMPTS, SAMPLES, MAX_TOKENS, EVAL_PROMPTS, PORT.
+# Knobs (environment): RUN (output folder), PROMPTS, SAMPLES, MAX_TOKENS, EVAL_PROMPTS, EPOCHS, PORT.
 set -euo pipefail
 
 RUN=${RUN:-runs/demo}
@@ -10,6 +10,7 @@ PROMPTS=${PROMPTS:-160}
 SAMPLES=${SAMPLES:-4}
 MAX_TOKENS=${MAX_TOKENS:-1024}
 EVAL_PROMPTS=${EVAL_PROMPTS:-150}
+EPOCHS=${EPOCHS:-1}  # one pass over the kept traces: ~45 steps of ~20-40 s on 2 cores (the tiny recipe says 2)
 PORT=${PORT:-8311}
 mkdir -p "$RUN"
 start=$(date +%s)
@@ -42,7 +43,8 @@ done_ "$RUN/filtered/report.json" || distill filter "$RUN/gen" --output "$RUN/fi
 done_ "$RUN/eval-student-before/results.json" ||
   distill eval --model embedded:student --output "$RUN/eval-student-before" \
     --num-prompts "$EVAL_PROMPTS" --max-tokens "$MAX_TOKENS"
-done_ "$RUN/student/train_metrics.json" || distill train --size tiny --data "$RUN/filtered" --output "$RUN/student"
+done_ "$RUN/student/train_metrics.json" || distill train --size tiny --data "$RUN/filtered" --output "$RUN/student" \
+  --set num_train_epochs="$EPOCHS"
 done_ "$RUN/eval-student-after/results.json" ||
   distill eval --model "$RUN/student" --output "$RUN/eval-student-after" \
     --num-prompts "$EVAL_PROMPTS" --max-tokens "$MAX_TOKENS"
