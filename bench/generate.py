@@ -61,7 +61,7 @@ def run_distill(url: str, args: argparse.Namespace) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = GenerateConfig(
             output=tmp,
-            server_url=url,
+            server_url=[url],
             num_prompts=args.prompts,
             num_samples=args.samples,
             temperature=0.0,

@@ -120,6 +120,8 @@ class GenerateConfig:
     def __post_init__(self) -> None:
         if self.serve is None or isinstance(self.serve, dict):
             self.serve = build(ServeConfig, self.serve or {}, source="serve")
+        if isinstance(self.server_url, str):  # one URL given as text in Python code
+            self.server_url = [self.server_url] if self.server_url else []
 
 
 @dataclass
@@ -278,6 +280,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.serve is None or isinstance(self.serve, dict):
             self.serve = build(ServeConfig, self.serve or {}, source="serve")
+        if isinstance(self.server_url, str):  # one URL given as text in Python code
+            self.server_url = [self.server_url] if self.server_url else []
 
 
 @dataclass
