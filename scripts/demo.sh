@@ -57,11 +57,11 @@ gen, rep = load("gen/summary.json"), load("filtered/report.json")
 t, b, a = (load(f"eval-{w}/results.json") for w in ("teacher", "student-before", "student-after"))
 print()
 print("=== distill demo ===")
-print(f"generation:          {gen['written'] + gen['already_done']} traces, {gen['tokens_per_s']:.0f} generated tokens/s")
-print(f"kept traces:         {rep['kept']}/{rep['total']} ({rep['pass_rate']:.1%})")
+print(f"generation:            {gen['written'] + gen['already_done']} traces, {gen['tokens_per_s']:.0f} generated tokens/s")
+print(f"kept traces:           {rep['kept']}/{rep['total']} ({rep['pass_rate']:.1%})")
 for name, r in (("teacher", t), ("student before", b), ("student after", a)):
-    print(f"{name + ' pass@1:':<21}{r['pass@1']:.3f} ({r['correct']}/{r['n']}) on the built-in held-out split")
-print(f"wall time:           {seconds // 60} min {seconds % 60} s")
+    print(f"{name + ' pass@1:':<23}{r['pass@1']:.3f} ({r['correct']}/{r['n']}) on the built-in held-out split")
+print(f"wall time:             {seconds // 60} min {seconds % 60} s")
 if a["pass@1"] <= b["pass@1"]:
     print("training did not improve the student on this run: try more prompts (PROMPTS) or samples (SAMPLES)")
 PY
