@@ -311,7 +311,7 @@ class GrpoConfig:
     id_column: str = _f("", "column holding a stable prompt id ('' to use the row index)")
     num_prompts: int = _f(256, "how many prompts to use (0: all; builtin: how many to generate)")
     levels: list[int] = _f([1, 2], "builtin only: difficulty levels to draw from")
-    seed: int = _f(0, "seed of the built-in problems")
+    seed: int = _f(0, "seed of the built-in problems and of training (shuffling, sampling)")
     prompt_template: str = _f(DEFAULT_PROMPT_TEMPLATE, "user message; {problem} is replaced by the problem")
     system_prompt: str = _f("", "system message ('' for none)")
     # rewards
@@ -323,6 +323,7 @@ class GrpoConfig:
     overlong_buffer: int = _f(0, "length reward: tokens before max_completion_length where the penalty starts (0: 1/5)")
     verify_timeout: float = _f(5.0, "accuracy reward: hard wall-clock bound per sample for math verification, s")
     verify_workers: int = _f(0, "accuracy reward: verification worker processes (0: one per core)")
+    max_minutes: float = _f(0.0, "end training cleanly after this many minutes and save the model (0: no limit)")
     grpo: dict = _f({}, "TRL GRPOConfig fields (any key of trl.GRPOConfig may also be given at the top level)")
 
     def __post_init__(self) -> None:
@@ -334,6 +335,8 @@ class GrpoConfig:
         for key in ("overlong_buffer", "verify_workers", "num_prompts"):
             if getattr(self, key) < 0:
                 raise DistillError(f"grpo: key '{key}' must be 0 or more, got {getattr(self, key)}")
+        if self.max_minutes < 0:
+            raise DistillError(f"grpo: key 'max_minutes' must be 0 or more, got {self.max_minutes}")
         if not self.verify_timeout > 0:
             raise DistillError(f"grpo: key 'verify_timeout' must be > 0 seconds, got {self.verify_timeout}")
 

@@ -11,7 +11,7 @@ from distill.cli import main
 from distill.records import write_jsonl
 from distill.train import RECIPES, sft_fields
 
-COMMANDS = ("serve", "generate", "filter", "train", "eval", "stats", "plan")
+COMMANDS = ("serve", "generate", "filter", "train", "eval", "stats", "plan", "grpo")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
