@@ -75,10 +75,18 @@ def _compiled(frozen: tuple[tuple[str, tuple[str, ...]], ...]) -> list[tuple[str
     return out
 
 
+@lru_cache(maxsize=32)
+def _any_keyword(frozen: tuple[tuple[str, tuple[str, ...]], ...]) -> re.Pattern[str]:
+    words = [w for _, ws in frozen for w in ws]
+    return re.compile("|".join(f"(?:{_keyword_pattern(w)})" for w in words) or r"(?!)", re.IGNORECASE)
+
+
 def screen(text: str, keywords: dict[str, list[str]]) -> list[tuple[str, str]]:
     """(category, keyword) for each keyword found in `text`, once each, in file order of categories and
     first occurrence within a category. Case-insensitive, whole words only ("skill" is no hit for "kill")."""
     frozen = tuple((c, tuple(ws)) for c, ws in keywords.items())
+    if not _any_keyword(frozen).search(text or ""):  # one pass over the text: most rows have no hit at all
+        return []
     hits: list[tuple[str, str]] = []
     for category, pattern, words in _compiled(frozen):
         seen: set[str] = set()
