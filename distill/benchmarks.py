@@ -83,6 +83,17 @@ class Benchmark:
         default="",
         metadata={"help": "domain of every problem, e.g. math, science, code ('': the row's domain column, else math)"},
     )
+    # The benchmark's evaluation protocol: `distill eval` uses these unless its own flags say otherwise.
+    prompt_template: str = field(
+        default="",
+        metadata={"help": "user message; {problem} is replaced by the problem ('': eval's default for the verifier)"},
+    )
+    temperature: float | None = field(default=None, metadata={"help": "sampling temperature (unset: greedy)"})
+    top_p: float | None = field(default=None, metadata={"help": "nucleus sampling (unset: 1.0)"})
+    max_tokens: int | None = field(default=None, metadata={"help": "max new tokens per answer (unset: 1024)"})
+    num_samples: int | None = field(
+        default=None, metadata={"help": "samples per problem, k: pass@1 is averaged over them (unset: 1)"}
+    )
     definition: str = field(default="", metadata={"help": "(set when loaded) the definition file; not a YAML key"})
 
     @property
@@ -134,6 +145,9 @@ def load_benchmark(spec: str) -> Benchmark:
 
 def _check(bench: Benchmark, path: Path) -> None:
     """Field values that parse but cannot work: an error naming the file and the key."""
+    check_protocol(
+        bench.prompt_template, bench.temperature, bench.top_p, bench.max_tokens, bench.num_samples, str(path)
+    )
     if bench.verifier not in VERIFIERS:
         raise DistillError(
             f"{path}: key 'verifier': unknown verifier {bench.verifier!r} (known: {', '.join(VERIFIERS)})"
@@ -158,6 +172,30 @@ def _check(bench: Benchmark, path: Path) -> None:
         raise DistillError(
             f"{path}: key 'config' names a config of a Hub dataset, but dataset {bench.dataset!r} is not a Hub id"
         )
+
+
+def check_protocol(
+    template: str, temperature: float | None, top_p: float | None, max_tokens: int | None, k: int | None, where: str
+) -> None:
+    """Sampling values and a prompt template that cannot work: an error naming `where` and the key."""
+    if template and "{problem}" not in template:
+        raise DistillError(f"{where}: key 'prompt_template' must contain {{problem}}, got {template!r}")
+    if template:
+        try:
+            template.format(problem="")
+        except (KeyError, IndexError, ValueError) as e:
+            raise DistillError(
+                f"{where}: key 'prompt_template': only {{problem}} is filled in; write other braces doubled, "
+                f"{{{{ and }}}} ({type(e).__name__}: {e})"
+            ) from None
+    if temperature is not None and temperature < 0:
+        raise DistillError(f"{where}: key 'temperature' must be 0 or more, got {temperature}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise DistillError(f"{where}: key 'top_p' must be in (0, 1], got {top_p}")
+    if max_tokens is not None and max_tokens < 1:
+        raise DistillError(f"{where}: key 'max_tokens' must be at least 1, got {max_tokens}")
+    if k is not None and k < 1:
+        raise DistillError(f"{where}: key 'num_samples' must be at least 1, got {k}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -339,3 +377,94 @@ def _with_choices(question: str, correct: str, wrong: list, pid: str, seed: int)
     lines = [f"{LETTERS[k]}) {text}" for k, (_, text) in enumerate(options)]
     letter = LETTERS[next(k for k, (ok, _) in enumerate(options) if ok)]
     return f"{question.strip()}\n\n" + "\n".join(lines), letter
+
+
+# --------------------------------------------------------------------------------------------------
+# Code benchmarks: tests and instructions from LiveCodeBench-style rows
+
+CODE_PROMPT_TEMPLATE = (
+    "{problem}\n\nWrite a Python program that solves the problem. Think it through, then give the complete "
+    "solution in one ```python code block at the end of your answer."
+)
+STDIN_NOTE = "Read the input from standard input and write the answer to standard output."
+STARTER_NOTE = "Use this starter code and complete the method:"
+
+
+def code_tests(prompt: dict) -> dict | list | str:
+    """The tests `distill.code_verify` runs for a code problem.
+
+    A LiveCodeBench row's answer column (public_test_cases) is a JSON list of {input, output, testtype};
+    "functional" cases call the method named in the row's metadata (``{"func_name": ...}``), "stdin"
+    cases run the program. Hidden tests in an extra `private_test_cases` column are added (JSON, or
+    LiveCodeBench's base64 of a zlib-compressed pickle of JSON, unpickled with only plain types allowed).
+    Any other format (APPS' input_output, {"inputs", "outputs"}, ...) is passed on as it is."""
+    answer = prompt.get("answer", "")
+    extra = prompt.get("extra") or {}
+    cases = _json_or_none(answer) if isinstance(answer, str) else answer
+    if not (isinstance(cases, list) and cases and all(isinstance(c, dict) and "testtype" in c for c in cases)):
+        return answer
+    private = extra.get("private_test_cases")
+    if private:
+        cases = cases + _private_cases(private, prompt.get("id", "?"))
+    if any(c.get("testtype") == "functional" for c in cases):
+        meta = extra.get("metadata")
+        meta = _json_or_none(meta) if isinstance(meta, str) else meta
+        name = (meta or {}).get("func_name") if isinstance(meta, dict) else None
+        if not name:
+            raise DistillError(
+                f"code problem {prompt.get('id', '?')}: functional tests need the function's name in the "
+                "'metadata' column ({\"func_name\": ...}); add metadata to extra_columns"
+            )
+        return {"fn_name": name, "cases": [{"input": c["input"], "output": c["output"]} for c in cases]}
+    return [{"input": c["input"], "output": c["output"]} for c in cases]
+
+
+def code_problem(prompt: dict) -> str:
+    """The problem text a code model sees: the statement, then how the solution is run (stdin/stdout,
+    or the starter code to complete when the row has one)."""
+    extra = prompt.get("extra") or {}
+    starter = str(extra.get("starter_code") or "").strip()
+    if starter:
+        return f"{prompt['problem'].rstrip()}\n\n{STARTER_NOTE}\n```python\n{starter}\n```"
+    return f"{prompt['problem'].rstrip()}\n\n{STDIN_NOTE}"
+
+
+def _json_or_none(text: str) -> object:
+    import json
+
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _private_cases(value: object, pid: str) -> list[dict]:
+    """LiveCodeBench's private_test_cases: JSON text, or base64(zlib(pickle(JSON text)))."""
+    import base64
+    import json
+    import pickle
+
+    if isinstance(value, list):
+        return value
+    text = str(value)
+    decoded = _json_or_none(text)
+    if decoded is None:
+
+        class _PlainOnly(pickle.Unpickler):
+            def find_class(self, module: str, name: str) -> object:  # no code from a dataset runs here
+                raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+        try:
+            import io
+
+            raw = zlib.decompress(base64.b64decode(text))
+            decoded = _PlainOnly(io.BytesIO(raw)).load()
+            if isinstance(decoded, (str, bytes)):
+                decoded = json.loads(decoded)
+        except Exception as e:  # noqa: BLE001 - any decoding failure is a bad row
+            raise DistillError(
+                f"code problem {pid}: cannot decode private_test_cases ({type(e).__name__}: {e})"
+            ) from None
+    if not isinstance(decoded, list):
+        raise DistillError(f"code problem {pid}: private_test_cases is not a list of test cases")
+    return decoded

@@ -258,7 +258,11 @@ class TrainConfig:
 class EvalConfig:
     """pass@1 of a model on a benchmark (eval/<name>.yaml), served with vLLM."""
 
-    model: str = _f("embedded:student", "model spec to evaluate")
+    model: list[str] = _f(
+        ["embedded:student"],
+        "model spec(s) to evaluate; several are evaluated one after another into <output>/<name>/ and "
+        "compared in <output>/comparison.md",
+    )
     tasks: str = _f("builtin", "benchmark: a name under eval/ (builtin, sample) or the path of a definition YAML")
     output: str = _f("runs/eval", "folder for results.json and samples.jsonl")
     server_url: list[str] = _f([], "running OpenAI-compatible server(s) to use instead of starting vLLM")
@@ -268,11 +272,23 @@ class EvalConfig:
     )
     levels: list[int] = _f([1, 2, 3, 4, 5], "builtin only: difficulty levels")
     seed: int = _f(0, "seed of the built-in problems (must match the one used for generate)")
-    num_samples: int = _f(1, "samples per problem (k): pass@1 is averaged over them, pass@k reported up to k")
-    temperature: float = _f(0.0, "sampling temperature (0: greedy; R1's protocol: 0.6 with several samples)")
-    top_p: float = _f(1.0, "nucleus sampling (R1's protocol: 0.95; on CPU keep 1.0, see generate)")
-    max_tokens: int = _f(1024, "max new tokens per answer")
-    prompt_template: str = _f(DEFAULT_PROMPT_TEMPLATE, "user message; {problem} is replaced by the problem")
+    # Unset (None / ''): the benchmark definition's protocol, else the value in brackets.
+    num_samples: int | None = _f(
+        None,
+        "samples per problem (k): pass@1 is averaged over them, pass@k reported up to k (unset: the benchmark's, else 1)",
+    )
+    temperature: float | None = _f(
+        None, "sampling temperature (unset: the benchmark's, else 0 = greedy; R1's protocol: 0.6 with several samples)"
+    )
+    top_p: float | None = _f(
+        None, "nucleus sampling (unset: the benchmark's, else 1.0; R1 uses 0.95, on CPU keep 1.0, see generate)"
+    )
+    max_tokens: int | None = _f(None, "max new tokens per answer (unset: the benchmark's, else 1024)")
+    prompt_template: str = _f(
+        "",
+        "user message; {problem} is replaced by the problem ('': the benchmark's, else step-by-step with a "
+        "\\boxed{} answer, or a python code block for code benchmarks)",
+    )
     concurrency: int = _f(0, "requests in flight at once (0: 64 per server)")
     timeout: float = _f(5.0, "verification time bound per sample, seconds")
     serve: ServeConfig = _f(None, "server settings when eval starts vLLM itself")  # type: ignore[assignment]
@@ -282,6 +298,10 @@ class EvalConfig:
             self.serve = build(ServeConfig, self.serve or {}, source="serve")
         if isinstance(self.server_url, str):  # one URL given as text in Python code
             self.server_url = [self.server_url] if self.server_url else []
+        if isinstance(self.model, str):  # one model given as text in Python code
+            self.model = [self.model]
+        if not self.model:
+            raise DistillError("eval: give at least one --model")
 
 
 @dataclass

@@ -74,6 +74,8 @@ class FakeOpenAI(_Background):
         self.reasoning = ""  # when set, sent as `reasoning_content` beside the answer (like vLLM's reasoning parsers)
         self.finish_reason = "stop"
         self.wrong_every = 0  # when n > 0, every n-th completion request answers one more than the right sum
+        self.respond: Callable[[str], str] | None = None  # when set: the completion for a user message
+        self.bodies: list[dict] = []  # every chat request's JSON body
         self.failing = True
         self.calls: Counter[str] = Counter()
         self.requests = 0
@@ -88,6 +90,7 @@ class FakeOpenAI(_Background):
     async def _chat(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.requests += 1
+        self.bodies.append(body)
         user = body["messages"][-1]["content"]
         self.calls[user] += 1
         delay = self.delay() if callable(self.delay) else self.delay
@@ -97,9 +100,12 @@ class FakeOpenAI(_Background):
             return web.json_response({"error": f"model {body.get('model')!r} not found"}, status=404)
         if self.failing and self.fail_marker in user:
             return web.json_response({"error": "injected failure"}, status=500)
-        numbers = [int(n) for n in re.findall(r"\d+", user)]
-        answer = sum(numbers) + (1 if self.wrong_every and self.requests % self.wrong_every == 0 else 0)
-        text = f"Adding the numbers gives {answer}.\n\nThe answer is \\boxed{{{answer}}}."
+        if self.respond is not None:
+            text = self.respond(user)
+        else:
+            numbers = [int(n) for n in re.findall(r"\d+", user)]
+            answer = sum(numbers) + (1 if self.wrong_every and self.requests % self.wrong_every == 0 else 0)
+            text = f"Adding the numbers gives {answer}.\n\nThe answer is \\boxed{{{answer}}}."
         return web.json_response(
             {
                 "id": "cmpl-fake",
