@@ -100,6 +100,11 @@ class GenerateConfig:
         "for top_p < 1 (≈3x slower for a 152k vocabulary); R1 uses 0.95 on GPUs",
     )
     max_tokens: int = _f(1024, "max new tokens per sample")
+    logprobs: int = _f(
+        0,
+        "store the teacher's top-K log-probabilities of every generated token in each row, for "
+        "`distill train --method logit-kd` (0: none; vLLM serves at most 20 unless started with --max-logprobs)",
+    )
     prompt_template: str = _f(DEFAULT_PROMPT_TEMPLATE, "user message; {problem} is replaced by the problem")
     system_prompt: str = _f("", "system message ('' for none)")
     per_request_seed: bool = _f(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -61,6 +62,7 @@ FINGERPRINT_KEYS = (
     "top_p",
     "max_tokens",
     "per_request_seed",
+    "logprobs",
 )
 
 
@@ -84,6 +86,7 @@ class Result:
     error: str = ""
     attempts: int = 0
     server: str = ""
+    logprobs: dict | None = None  # distill.logprobs.pack(...) of the teacher's top-K, when requested
 
 
 def build_messages(problem: str, template: str, system_prompt: str = "") -> list[dict]:
@@ -168,6 +171,12 @@ async def _request(
                 choice = data["choices"][0]
                 msg = choice.get("message") or {}
                 usage = data.get("usage") or {}
+                packed = None
+                if params.get("top_logprobs"):
+                    from distill.logprobs import pack, parse_chat_logprobs
+
+                    where = f"{server.url}, sample {job.id}#{job.sample}"
+                    packed = pack(parse_chat_logprobs(choice, int(params["top_logprobs"]), where))
                 result = Result(
                     job,
                     completion=msg.get("content") or "",
@@ -177,6 +186,7 @@ async def _request(
                     completion_tokens=int(usage.get("completion_tokens") or 0),
                     attempts=attempt + 1,
                     server=server.url,
+                    logprobs=packed,
                 )
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
             kind = "timeout" if isinstance(e, asyncio.TimeoutError) else type(e).__name__
@@ -270,8 +280,17 @@ async def run_jobs(
     return stats
 
 
-def sampling_params(temperature: float, top_p: float, max_tokens: int) -> dict:
-    return {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
+SAMPLING_KEYS = ("temperature", "top_p", "max_tokens")
+
+
+def sampling_params(temperature: float, top_p: float, max_tokens: int, logprobs: int = 0) -> dict:
+    """The request fields that set sampling (and, with `logprobs` = K > 0, the teacher's top-K per token)."""
+    params = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
+    if logprobs:
+        from distill.logprobs import request_params
+
+        params.update(request_params(logprobs))
+    return params
 
 
 # --------------------------------------------------------------------------------------------------
@@ -352,7 +371,8 @@ def _trace_row(res: Result, params: dict, teacher: str) -> dict:
         "prompt_tokens": res.prompt_tokens,
         "completion_tokens": res.completion_tokens,
         "teacher": teacher,
-        "sampling": {**params, "seed": res.job.seed},
+        "sampling": {**{k: v for k, v in params.items() if k in SAMPLING_KEYS}, "seed": res.job.seed},
+        **({"teacher_logprobs": res.logprobs} if res.logprobs is not None else {}),
     }
 
 
@@ -363,6 +383,16 @@ def _trace_row(res: Result, params: dict, teacher: str) -> dict:
 def run(cfg: GenerateConfig) -> dict:
     if cfg.num_samples < 1:
         raise DistillError("num_samples must be at least 1")
+    if cfg.logprobs < 0:
+        raise DistillError(f"--logprobs must be 0 (none) or a number of alternatives K, got {cfg.logprobs}")
+    if cfg.logprobs > 20 and not cfg.server_url and not any("max-logprobs" in a for a in cfg.serve.extra_args):
+        # vLLM refuses top_logprobs above its --max-logprobs (20 by default): raise it on the server we start
+        cfg = dataclasses.replace(
+            cfg,
+            serve=dataclasses.replace(
+                cfg.serve, extra_args=[*cfg.serve.extra_args, "--max-logprobs", str(cfg.logprobs)]
+            ),
+        )
     if cfg.concurrency < 0:
         raise DistillError("concurrency must be 0 (automatic) or more")
     if cfg.max_retries < 0 or cfg.retry_backoff < 0:
@@ -429,7 +459,7 @@ def _generate(
     n_prompts: int,
     n_done: int,
 ) -> dict:
-    params = sampling_params(cfg.temperature, cfg.top_p, cfg.max_tokens)
+    params = sampling_params(cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.logprobs)
     stats: dict = {"done": 0, "failed": 0, "retries": 0, "completion_tokens": 0, "seconds": 0.0, "tokens_per_s": 0.0}
     errors: list[str] = []
     finish: dict[str, int] = {}

@@ -14,6 +14,7 @@ import re
 import socket
 import struct
 import threading
+import zlib
 from collections import Counter
 from collections.abc import Callable
 
@@ -116,6 +117,7 @@ class FakeOpenAI(_Background):
                         "index": 0,
                         "message": {"role": "assistant", "content": text, "reasoning_content": self.reasoning or None},
                         "finish_reason": self.finish_reason,
+                        **({"logprobs": self._logprobs(text, body)} if body.get("logprobs") else {}),
                     }
                 ],
                 "usage": {
@@ -125,6 +127,21 @@ class FakeOpenAI(_Background):
                 },
             }
         )
+
+    def _logprobs(self, text: str, body: dict) -> dict:
+        """vLLM-style logprobs: one token per word, id = a stable hash of the word; top-K alternatives
+        with ids id+1..id+K-1 after the token itself (as tokens 'token_id:N' when asked for ids)."""
+        k = int(body.get("top_logprobs") or 0)
+        as_ids = bool(body.get("return_tokens_as_token_ids"))
+        name = (lambda i, w: f"token_id:{i}") if as_ids else (lambda i, w: w)  # noqa: E731
+        content = []
+        for n, word in enumerate(text.split()):
+            tid = zlib.crc32(word.encode()) % 50000
+            lp = -0.1 * (n % 7)
+            alts = [{"token": name(tid, word), "logprob": lp}]
+            alts += [{"token": name(tid + j, word + str(j)), "logprob": lp - j} for j in range(1, k)]
+            content.append({"token": name(tid, word), "logprob": lp, "top_logprobs": alts[:k]})
+        return {"content": content}
 
 
 FAULTS = ("ok", "500", "429", "reset", "drop", "stall", "garbage")

@@ -159,3 +159,26 @@ def test_eval_on_a_benchmark_from_a_local_file(tmp_path, teacher_server):
     assert res["tasks"] == "sample" and res["n"] == 12
     assert res["correct"] >= 3, res  # simple arithmetic and algebra: the teacher solves several
     assert {r["id"] for r in rows(ev / "samples.jsonl")} == {f"sample-{i:02d}" for i in range(1, 13)}
+
+
+def test_teacher_top_k_logprobs_from_the_real_server(tmp_path, teacher_server):
+    """vLLM returns token ids and top-K log-probabilities; they decode to the completion's text."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from distill.logprobs import unpack
+    from distill.models import resolve_model
+
+    gen = tmp_path / "gen"
+    args = ["generate", "--server-url", teacher_server.url, "--output", str(gen), "--num-prompts", "2"]
+    assert main([*args, "--levels", "1", "--num-samples", "1", "--max-tokens", "96", "--logprobs", "5"]) == 0
+    tok = AutoTokenizer.from_pretrained(resolve_model("embedded:teacher"))
+    for r in rows(gen / "traces.jsonl"):
+        tl = unpack(r["teacher_logprobs"])
+        assert len(tl) == r["completion_tokens"] and tl.k == 5
+        assert tok.decode(tl.ids.tolist(), skip_special_tokens=True).strip() == r["completion"].strip()
+        assert np.all(tl.top_ids >= 0)  # vLLM lists K alternatives at every position
+        assert np.all(np.diff(tl.top_logprobs, axis=1) <= 1e-3)  # most likely first
+        # the top-K hold most of the mass but not more than all of it
+        mass = np.exp(tl.top_logprobs).sum(axis=1)
+        assert np.all(mass <= 1.01) and np.median(mass) > 0.5
