@@ -199,6 +199,18 @@ class TrainConfig:
         "token that ends an assistant turn and generation ('' = the tokenizer's eos); base students need the "
         "chat template's end-of-turn token here, e.g. <|im_end|>, or they never learn to stop",
     )
+    # Method
+    method: str = _f(
+        "sft",
+        "sft (cross-entropy on the teacher's traces) | logit-kd (the teacher's top-K per token, from `distill "
+        "generate --logprobs K`, mixed with cross-entropy)",
+    )
+    teacher: str = _f(
+        "embedded:teacher", "logit-kd: the model that generated the traces (its tokenizer reads the stored token ids)"
+    )
+    kd_alpha: float = _f(
+        0.5, "logit-kd: weight of the KD term; 1 - kd_alpha weighs cross-entropy on the sampled tokens"
+    )
     # LoRA / QLoRA
     lora_r: int = _f(0, "LoRA rank (0: full fine-tuning)")
     lora_alpha: int = _f(0, "LoRA scaling alpha (0: twice lora_r)")
@@ -232,6 +244,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         launchers = ("ddp", "zero2", "zero3", "fsdp")  # recipes/accelerate/<launcher>.yaml
+        self.method = self.method.strip().lower()
+        if self.method not in ("sft", "logit-kd"):
+            raise DistillError(f"train: key 'method' must be sft or logit-kd, got {self.method!r}")
+        if not 0.0 <= self.kd_alpha <= 1.0:
+            raise DistillError(f"train: key 'kd_alpha' must lie in [0, 1], got {self.kd_alpha}")
         self.launcher = self.launcher.strip().lower()
         if self.launcher not in ("", *launchers):
             raise DistillError(

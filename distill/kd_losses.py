@@ -1,0 +1,324 @@
+"""Loss functions for distilling a teacher's token distributions into a student (pure torch).
+
+Two ways to use a teacher beyond its sampled text:
+
+Logit KD (off-policy). The teacher wrote the traces and, for every position, its top-K alternatives
+with their log-probabilities (natural log, as a vLLM server returns them with ``top_logprobs=K``).
+The student reads the same tokens and is pulled towards the teacher's distribution at each position.
+Only K of the V probabilities are known, so both distributions are compared on K+1 buckets: the K
+listed tokens and one "rest" bucket holding all the other mass (the teacher's ``1 - sum q_k``, the
+student's ``1 - sum p_k``). Forgetting the rest bucket would let the student put mass anywhere off
+the list for free; with it, the student learns how confident the teacher was as well as its ranking.
+
+    topk_forward_kl       KL(teacher || student) on the K+1 buckets: mode-covering, the usual KD loss
+    topk_generalized_jsd  the generalized Jensen-Shannon divergence of the GKD paper (Agarwal et al.
+                          2024) on the same buckets; beta=0 is forward KL, beta=1 reverse KL
+    mixed_kd_loss         alpha * KD + (1 - alpha) * cross-entropy on the trace tokens
+
+On-policy distillation. The student samples its own completions; the teacher scores each sampled
+token (one prefill pass returns log q(x_t)); the student minimizes the reverse KL(student || teacher)
+estimated from its own samples, which corrects the mistakes the student actually makes instead of
+the ones the teacher's traces never reach.
+
+    gather_token_logprobs    the student's log p(x_t) of the sampled tokens, from its logits
+    sampled_reverse_kl_loss  a policy-gradient loss whose gradient is that of the sampled reverse KL
+
+All reductions are means over the positions (tokens) a mask includes; a mask with nothing included
+gives 0.0 with a gradient path (zero gradients), never NaN. Student computations run in float32, or
+float64 when the student's inputs are float64 (for gradcheck); bf16/fp16 inputs are upcast.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "gather_token_logprobs",
+    "mixed_kd_loss",
+    "sampled_reverse_kl_loss",
+    "topk_forward_kl",
+    "topk_generalized_jsd",
+]
+
+# Floor on the student's rest-bucket probability: when the listed tokens hold (up to rounding) all of
+# the student's mass, 1 - sum p_k is 0 or slightly negative and its log would be -inf/NaN.
+_P_REST_FLOOR = 1e-12
+# Floor on the teacher's probabilities inside the reverse KL (beta == 1): a bucket the teacher gives
+# 0 (an explicit -inf log-probability, or an empty rest bucket) would make KL(p || q) infinite.
+_Q_FLOOR = 1e-12
+_LN2 = math.log(2.0)
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half/bfloat16/float32 inputs, float64 for float64 inputs."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _weights(mask: torch.Tensor | None, shape: torch.Size, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The mask as float weights of `shape` (all ones for None); raises ValueError on a shape mismatch."""
+    if mask is None:
+        return torch.ones(shape, device=device, dtype=dtype)
+    if mask.shape != shape:
+        raise ValueError(f"mask has shape {tuple(mask.shape)}, expected {tuple(shape)}")
+    return mask.to(device=device, dtype=dtype)
+
+
+def _masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum(w * v) / sum(w) over the entries with w != 0; 0.0 (still attached to the graph) when none.
+
+    Excluded entries are replaced by 0 after the product, so a NaN there reaches neither the value nor
+    (through `torch.where`) any gradient. No host sync: an empty mask divides 0 by 1."""
+    included = weights != 0
+    total = torch.where(included, values * weights, torch.zeros_like(values)).sum()
+    denom = weights.sum()
+    return total / torch.where(denom > 0, denom, torch.ones_like(denom))
+
+
+def _log1mexp(x: torch.Tensor, floor: float) -> torch.Tensor:
+    """log(1 - exp(x)) for x <= 0, stable both near 0 (expm1) and far below (log1p), clamped so the
+    argument of the log is at least `floor` (x >= 0 by rounding gives log(floor), not -inf/NaN).
+
+    Each branch gets an input it is finite on, so the branch `torch.where` discards never produces a
+    NaN gradient."""
+    near = torch.log((-torch.expm1(x)).clamp(min=floor))
+    far = torch.log1p(-torch.exp(x.clamp(max=-_LN2)))
+    return torch.where(x > -_LN2, near, far)
+
+
+def _topk_buckets(
+    student_logits: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    mask: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Student and teacher distributions on the K+1 buckets (K listed tokens, then the rest).
+
+    Returns, all [N, K+1] except the last:
+      logp     float, the student's log-probability per bucket (finite everywhere, garbage where absent)
+      present  bool, whether the bucket exists: listed ids >= 0 of included rows, and the rest bucket
+      q        float, the teacher's probability per bucket (0 where absent; renormalized so the listed
+               ones sum to at most 1)
+      logq     float, log q (-inf where q == 0)
+      weights  [N] float, the mask as weights
+    """
+    if student_logits.dim() != 2:
+        raise ValueError(f"student_logits must be [N, V], got shape {tuple(student_logits.shape)}")
+    if teacher_ids.dim() != 2 or teacher_ids.shape != teacher_logprobs.shape:
+        raise ValueError(
+            f"teacher_ids and teacher_logprobs must both be [N, K], got {tuple(teacher_ids.shape)} "
+            f"and {tuple(teacher_logprobs.shape)}"
+        )
+    n, v = student_logits.shape
+    if teacher_ids.shape[0] != n:
+        raise ValueError(f"teacher_ids has {teacher_ids.shape[0]} rows, student_logits {n}")
+    if teacher_ids.dtype.is_floating_point or teacher_ids.dtype == torch.bool:
+        raise ValueError(f"teacher_ids must be an integer tensor, got {teacher_ids.dtype}")
+    dtype = _compute_dtype(student_logits.dtype)
+    device = student_logits.device
+    weights = _weights(mask, torch.Size([n]), device, dtype)
+
+    ids = teacher_ids.to(device=device, dtype=torch.long)
+    # Rows the mask leaves out are ignored entirely (their ids and log-probs may be padding garbage).
+    listed = (ids >= 0) & (weights != 0)[:, None]
+    ids_or_pad = torch.where(listed, ids, torch.full_like(ids, -1))
+    if ids_or_pad.numel():
+        if int(ids_or_pad.max()) >= v:
+            raise ValueError(f"teacher_ids holds an id >= the student's vocabulary size {v}")
+        ordered = ids_or_pad.sort(dim=-1).values
+        if bool(((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any()):
+            raise ValueError("teacher_ids has a duplicate id within a row")
+    safe_ids = torch.where(listed, ids, torch.zeros_like(ids))
+
+    # Student: log p at the listed ids, and log p_rest = log(1 - sum p_k) from their logsumexp.
+    logits = student_logits.to(dtype)
+    logp_listed = logits.gather(-1, safe_ids) - torch.logsumexp(logits, dim=-1, keepdim=True)
+    fill = torch.finfo(dtype).min  # finite: exp() of it is 0, and no -inf reaches a backward pass
+    log_mass = torch.logsumexp(torch.where(listed, logp_listed, torch.full_like(logp_listed, fill)), dim=-1)
+    logp_rest = _log1mexp(log_mass, _P_REST_FLOOR)
+
+    # Teacher: q_k = exp(lp_k) on the listed ids, scaled down when rounding made them sum above 1.
+    lp = teacher_logprobs.detach().to(device=device, dtype=dtype)
+    lp = torch.where(listed, lp, torch.full_like(lp, -math.inf))
+    q_sum = torch.exp(lp).sum(dim=-1, keepdim=True)
+    lp = lp - torch.log(q_sum.clamp(min=1.0))
+    q_listed = torch.exp(lp)
+    q_rest = (1.0 - q_listed.sum(dim=-1)).clamp(min=0.0)
+
+    logp = torch.cat([logp_listed, logp_rest[:, None]], dim=-1)
+    present = torch.cat([listed, torch.ones_like(listed[:, :1])], dim=-1)
+    q = torch.cat([q_listed, q_rest[:, None]], dim=-1)
+    logq = torch.log(q)
+    return logp, present, q, logq, weights
+
+
+def _forward_kl_rows(logp: torch.Tensor, q: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """[N] sum over buckets with q > 0 of q (log q - log p)."""
+    has_q = q > 0
+    logq_safe = torch.where(has_q, logq, torch.zeros_like(logq))
+    return torch.where(has_q, q * (logq_safe - logp), torch.zeros_like(q)).sum(dim=-1)
+
+
+def topk_forward_kl(
+    student_logits: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Forward KL(teacher || student) on the teacher's top-K tokens plus a "rest" bucket, averaged.
+
+    Args:
+      student_logits: [N, V] float (any float dtype; computed in float32, float64 kept), the student's
+        logits at N positions (flatten batch and time first). Gradients flow into it.
+      teacher_ids: [N, K] integer (long), the teacher's listed token ids per position; -1 means "no
+        alternative here": the entry is ignored and its mass stays in the rest bucket. A duplicate id
+        >= 0 within a row (of an included position) raises ValueError, as does an id >= V.
+      teacher_logprobs: [N, K] float (any float dtype), the teacher's natural-log probabilities of
+        those ids; entries whose id is -1 are ignored whatever they hold (NaN included). Detached.
+      mask: [N] bool or float, the positions to include (float values act as weights: the result is
+        sum(w * kl) / sum(w)); None includes all. Excluded positions are ignored entirely.
+
+    Per position, with q_k = exp(lp_k) (scaled so the listed ones sum to at most 1, which absorbs
+    float16 rounding) and q_rest = max(0, 1 - sum q_k), and the student's p_k = softmax(logits)[id_k],
+    p_rest = 1 - sum p_k (in log space, floored at 1e-12), the loss is
+    sum over the buckets with q > 0 of q (log q - log p).
+
+    Returns: [] float32 (float64 for float64 logits), the mean over included positions; 0.0 with a
+    gradient path when none is included.
+    """
+    logp, _present, q, logq, weights = _topk_buckets(student_logits, teacher_ids, teacher_logprobs, mask)
+    return _masked_mean(_forward_kl_rows(logp, q, logq), weights)
+
+
+def topk_generalized_jsd(
+    student_logits: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    beta: float = 0.5,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Generalized Jensen-Shannon divergence (GKD, Agarwal et al. 2024) on the K+1 buckets, averaged.
+
+    Args: as `topk_forward_kl` (student_logits [N, V] float, teacher_ids [N, K] long with -1 for
+    absent, teacher_logprobs [N, K] float natural logs, mask [N] bool/float or None), plus
+      beta: float in [0, 1] (else ValueError), the teacher's weight in the mixture.
+
+    With q the teacher's and p the student's bucket distributions and M = beta q + (1 - beta) p:
+      0 < beta < 1:  JSD_beta = beta KL(q || M) + (1 - beta) KL(p || M)  (>= 0, 0 iff p == q; small
+                     beta behaves like beta * forward KL, beta near 1 like (1 - beta) * reverse KL)
+      beta == 0:     forward KL(q || p), exactly `topk_forward_kl` (not the beta -> 0 limit, which is 0)
+      beta == 1:     reverse KL(p || q) = sum over buckets of p (log p - log q), where log q is floored
+                     at log(1e-12): a bucket the teacher gives 0 (a -inf log-probability, or an empty
+                     rest bucket) while the student does not would make it infinite; with the floor it
+                     costs p * (log p + 27.6).
+
+    Returns: [] float32 (float64 for float64 logits), the mean over included positions; 0.0 with a
+    gradient path when none is included.
+    """
+    beta = float(beta)
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    logp, present, q, logq, weights = _topk_buckets(student_logits, teacher_ids, teacher_logprobs, mask)
+    zeros = torch.zeros_like(q)
+    p = torch.where(present, torch.exp(logp), zeros)
+    if beta == 0.0:
+        rows = _forward_kl_rows(logp, q, logq)
+    elif beta == 1.0:
+        logq_floored = logq.clamp(min=math.log(_Q_FLOOR))
+        rows = torch.where(present, p * (logp - logq_floored), zeros).sum(dim=-1)
+    else:
+        # log M; absent buckets have q == 0 and p == 0 and are skipped below.
+        log_m = torch.logaddexp(logq + math.log(beta), logp + math.log1p(-beta))
+        has_q = q > 0
+        logq_safe = torch.where(has_q, logq, zeros)
+        kl_q = torch.where(has_q, q * (logq_safe - log_m), zeros).sum(dim=-1)
+        kl_p = torch.where(present, p * (logp - log_m), zeros).sum(dim=-1)
+        rows = beta * kl_q + (1.0 - beta) * kl_p
+    return _masked_mean(rows, weights)
+
+
+def sampled_reverse_kl_loss(
+    student_logprobs: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """On-policy distillation: a loss whose gradient is the sampled estimate of grad KL(student || teacher).
+
+    The student sampled the tokens x_t; both models scored them.
+
+    Args:
+      student_logprobs: [B, T] float, the student's log p(x_t | x_<t) WITH grad (see
+        `gather_token_logprobs`); computed in float32 (float64 kept).
+      teacher_logprobs: [B, T] float, the teacher's log q(x_t | x_<t); detached here.
+      mask: [B, T] bool or float, the sampled tokens to include (prompt and padding excluded; float
+        values act as weights); None includes all. Excluded entries may hold anything, NaN included.
+
+    Per token, k_t = log p(x_t) - log q(x_t) is an unbiased one-sample estimate of the reverse KL.
+    Since grad E_{x~p}[log p(x) - log q(x)] = E_{x~p}[(log p(x) - log q(x)) grad log p(x)] (the term
+    E[grad log p] is 0), the loss is the policy-gradient form
+
+        loss = mean over included tokens of stopgrad(k_t) * log p(x_t)
+
+    i.e. REINFORCE with the per-token advantage -k_t (reward log q - log p, no baseline).
+
+    The VALUE of the loss is not the KL, only its gradient is the KL's (sampled) gradient; log and
+    monitor the KL from the metrics.
+
+    Returns: (loss, metrics)
+      loss: [] float32 (float64 for float64 inputs); 0.0 with a gradient path when nothing is included.
+      metrics: {"reverse_kl": float, mean k_t over included tokens (0.0 when none), "tokens": float,
+        the number of included tokens (the sum of the weights for a float mask)}.
+    """
+    if student_logprobs.shape != teacher_logprobs.shape:
+        raise ValueError(
+            f"student_logprobs {tuple(student_logprobs.shape)} and teacher_logprobs "
+            f"{tuple(teacher_logprobs.shape)} must have the same shape"
+        )
+    dtype = _compute_dtype(student_logprobs.dtype)
+    s = student_logprobs.to(dtype)
+    t = teacher_logprobs.detach().to(device=s.device, dtype=dtype)
+    weights = _weights(mask, s.shape, s.device, dtype)
+    included = weights != 0
+    k = torch.where(included, s.detach() - t, torch.zeros_like(t))
+    loss = _masked_mean(k * s, weights)
+    tokens = float(weights.sum())
+    reverse_kl = float(_masked_mean(k, weights))
+    return loss, {"reverse_kl": reverse_kl, "tokens": tokens}
+
+
+def mixed_kd_loss(kd_loss: torch.Tensor, ce_loss: torch.Tensor, alpha: float) -> torch.Tensor:
+    """alpha * kd_loss + (1 - alpha) * ce_loss.
+
+    Args:
+      kd_loss: [] float, a distillation loss (e.g. `topk_forward_kl`).
+      ce_loss: [] float, the cross-entropy of the student on the trace tokens.
+      alpha: float in [0, 1] (else ValueError): 1 is pure distillation, 0 plain supervised fine-tuning.
+
+    Returns: [] float, with the dtype torch's type promotion gives the two losses.
+    """
+    alpha = float(alpha)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    return alpha * kd_loss + (1.0 - alpha) * ce_loss
+
+
+def gather_token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """The log-softmax of `logits` at `token_ids`: the model's log-probability of each given token.
+
+    Args:
+      logits: [B, T, V] float (any float dtype), the logits that PREDICT each token: for a causal LM's
+        output on input_ids, pass logits[:, :-1] with token_ids = input_ids[:, 1:].
+      token_ids: [B, T] integer (long), each in [0, V) (replace padding / -100 labels by any valid id
+        and mask those positions afterwards).
+
+    Returns: [B, T] float32 (float64 for float64 logits), with gradients into `logits`. Computed as
+    logit - logsumexp(logits) without materializing the full log-softmax.
+    """
+    if logits.dim() != 3 or token_ids.shape != logits.shape[:2]:
+        raise ValueError(
+            f"logits must be [B, T, V] and token_ids [B, T], got {tuple(logits.shape)} and {tuple(token_ids.shape)}"
+        )
+    values = logits.to(_compute_dtype(logits.dtype))
+    picked = values.gather(-1, token_ids.to(device=values.device, dtype=torch.long).unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(values, dim=-1)
