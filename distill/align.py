@@ -151,3 +151,38 @@ def align(
 def same_vocabulary(a: Any, b: Any) -> bool:
     """True when two tokenizers map every token to the same id (one tokenizer, possibly two copies)."""
     return a.get_vocab() == b.get_vocab()
+
+
+def spans(teacher_pieces: list[bytes | None], student_pieces: list[bytes | None]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Group both token sequences of one text into the shortest spans that both cut at the same bytes.
+
+    Returns (teacher_span [T], student_span [S], n): each token's span index (-1 for tokens outside any
+    span: special tokens, and everything after the first byte where the two texts differ). Summing
+    log-probabilities per span gives both models' log-probability of the same piece of text, which is
+    what on-policy distillation compares when the tokenizers differ (one tokenizer: a span per token)."""
+    t_starts, t_text = _starts(teacher_pieces)
+    s_starts, s_text = _starts(student_pieces)
+    common = 0
+    limit = min(len(t_text), len(s_text))
+    while common < limit and t_text[common] == s_text[common]:
+        common += 1
+
+    def ends(pieces: list[bytes | None], starts: list[int]) -> set[int]:
+        return {b + len(p) for b, p in zip(starts, pieces, strict=True) if p and b + len(p) <= common}
+
+    cuts = sorted({0} | (ends(teacher_pieces, t_starts) & ends(student_pieces, s_starts)))
+    index = {b: i for i, b in enumerate(cuts)}  # a span starts at each cut but the last
+
+    def assign(pieces: list[bytes | None], starts: list[int]) -> np.ndarray:
+        out = np.full(len(pieces), -1, dtype=np.int64)
+        span = -1
+        for j, (b, p) in enumerate(zip(starts, pieces, strict=True)):
+            if not p or b + len(p) > cuts[-1]:
+                continue  # special token, or past the last common cut
+            if b in index:
+                span = index[b]
+            out[j] = span
+        return out
+
+    n = len(cuts) - 1
+    return assign(teacher_pieces, t_starts), assign(student_pieces, s_starts), n

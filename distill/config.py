@@ -203,7 +203,8 @@ class TrainConfig:
     method: str = _f(
         "sft",
         "sft (cross-entropy on the teacher's traces) | logit-kd (the teacher's top-K per token, from `distill "
-        "generate --logprobs K`, mixed with cross-entropy)",
+        "generate --logprobs K`, mixed with cross-entropy) | onpolicy (the student samples, the teacher's server "
+        "scores its tokens, reverse KL)",
     )
     teacher: str = _f(
         "embedded:teacher", "logit-kd: the model that generated the traces (its tokenizer reads the stored token ids)"
@@ -211,6 +212,19 @@ class TrainConfig:
     kd_alpha: float = _f(
         0.5, "logit-kd: weight of the KD term; 1 - kd_alpha weighs cross-entropy on the sampled tokens"
     )
+    teacher_url: str = _f("", "onpolicy: the teacher's running vLLM server (…/v1), which scores the student's samples")
+    onpolicy_loss: str = _f(
+        "reverse-kl", "onpolicy: reverse-kl (sampled, per token or byte span) | jsd (generalized JSD on the top-K)"
+    )
+    onpolicy_beta: float = _f(0.5, "onpolicy jsd: GKD's beta (0: forward KL, 1: reverse KL)")
+    onpolicy_lambda: float = _f(
+        1.0, "onpolicy: share of sequences the student samples (GKD's lambda); the rest are --data's traces"
+    )
+    onpolicy_top_k: int = _f(
+        0, "onpolicy: the teacher's top-K per token to request (needed by jsd; 0: only the sampled token)"
+    )
+    onpolicy_temperature: float = _f(1.0, "onpolicy: the student's sampling temperature")
+    onpolicy_max_new_tokens: int = _f(256, "onpolicy: longest completion the student samples")
     # LoRA / QLoRA
     lora_r: int = _f(0, "LoRA rank (0: full fine-tuning)")
     lora_alpha: int = _f(0, "LoRA scaling alpha (0: twice lora_r)")
@@ -245,8 +259,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         launchers = ("ddp", "zero2", "zero3", "fsdp")  # recipes/accelerate/<launcher>.yaml
         self.method = self.method.strip().lower()
-        if self.method not in ("sft", "logit-kd"):
-            raise DistillError(f"train: key 'method' must be sft or logit-kd, got {self.method!r}")
+        if self.method not in ("sft", "logit-kd", "onpolicy"):
+            raise DistillError(f"train: key 'method' must be sft, logit-kd or onpolicy, got {self.method!r}")
+        if not 0.0 <= self.onpolicy_lambda <= 1.0 or not 0.0 <= self.onpolicy_beta <= 1.0:
+            raise DistillError("train: keys 'onpolicy_lambda' and 'onpolicy_beta' must lie in [0, 1]")
         if not 0.0 <= self.kd_alpha <= 1.0:
             raise DistillError(f"train: key 'kd_alpha' must lie in [0, 1], got {self.kd_alpha}")
         self.launcher = self.launcher.strip().lower()

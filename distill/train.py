@@ -697,6 +697,10 @@ def _saved_what(cfg: TrainConfig, out: Path, base: str) -> str:
 
 def run(cfg: TrainConfig) -> dict:
     """Train a student as `cfg` says; returns the metrics (empty on all but the main process)."""
+    if cfg.method == "onpolicy":
+        from distill import onpolicy
+
+        return onpolicy.run(cfg)
     if cfg.method == "logit-kd":
         from distill import kd
 

@@ -144,6 +144,42 @@ class FakeOpenAI(_Background):
         return {"content": content}
 
 
+class FakeScorer(_Background):
+    """A teacher that scores prompt tokens like vLLM's completions endpoint with `prompt_logprobs`:
+    token t gets log-probability -0.1 - (t % 5) / 2; with prompt_logprobs k > 0 the entry also lists
+    k alternatives (ids t+1.. with lower log-probabilities) with their ranks."""
+
+    def __init__(self, model: str = "fake-teacher") -> None:
+        self.model = model
+        self.scored = 0  # prompt tokens scored
+        app = web.Application()
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/completions", self._complete)
+        super().__init__(app)
+
+    @staticmethod
+    def logprob(token: int) -> float:
+        return -0.1 - (token % 5) / 2
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+
+    async def _complete(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        ids = body["prompt"]
+        k = int(body.get("prompt_logprobs") or 0)
+        self.scored += len(ids)
+        entries: list = [None]
+        for t in ids[1:]:
+            e = {str(t): {"logprob": self.logprob(t), "rank": 1 if k else 1, "decoded_token": ""}}
+            for j in range(1, k):
+                e[str(t + j)] = {"logprob": self.logprob(t) - j, "rank": j + 1, "decoded_token": ""}
+            entries.append(e)
+        return web.json_response(
+            {"choices": [{"index": 0, "text": "x", "prompt_logprobs": entries, "finish_reason": "length"}]}
+        )
+
+
 FAULTS = ("ok", "500", "429", "reset", "drop", "stall", "garbage")
 
 
