@@ -121,9 +121,11 @@ def main(argv: list[str] | None = None) -> int:
             from distill import train
 
             size = getattr(args, "size", None)
-            if size is None and args.config:
-                size = C.load_yaml(args.config).get("size")
-            recipe = train.recipe_for(size or C.TrainConfig.size)
+            method = getattr(args, "method", None)
+            if args.config:
+                given = C.load_yaml(args.config)
+                size, method = size or given.get("size"), method or given.get("method")
+            recipe = train.recipe_for(size or C.TrainConfig.size, str(method or C.TrainConfig.method).lower())
             base = {**C.load_yaml(recipe), "size": size or C.TrainConfig.size}
             cfg = C.from_args(C.TrainConfig, args, base=base, base_source=str(recipe), extra=train.sft_fields())
             code = train.main(cfg, args)  # trains here, or under `accelerate launch` with --launcher

@@ -211,7 +211,8 @@ def run(cfg: TrainConfig) -> dict:
     mapping = None if same else vocab_map(t_bytes, s_bytes)
     t_eos = teacher_tok.convert_tokens_to_ids(tok.eos_token) if tok.eos_token in teacher_tok.get_vocab() else None
     dtype = torch.bfloat16 if st["bf16"] else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     _add_eos_to_generation_config(model, tok.eos_token_id)
     opt = torch.optim.AdamW(model.parameters(), lr=st["lr"], weight_decay=0.0)
     warm = int(st["warmup"] * st["steps"]) if 0 < st["warmup"] < 1 else int(st["warmup"])
@@ -284,14 +285,16 @@ def run(cfg: TrainConfig) -> dict:
         for r, (p, s) in enumerate(zip(prompt_ids, seqs, strict=True)):
             input_ids[r, : len(p) + len(s)] = torch.tensor(p + s)
             attn[r, : len(p) + len(s)] = 1
-        logits = model(input_ids=input_ids, attention_mask=attn).logits.float()
+        logits = model(input_ids=input_ids.to(device), attention_mask=attn.to(device)).logits.float()
         losses, kls, used = [], [], 0
         for r, (p, s) in enumerate(zip(prompt_ids, seqs, strict=True)):
             if not s:
                 continue
-            pos = torch.arange(len(p) - 1, len(p) + len(s) - 1)  # logits at pos predict the completion tokens
+            pos = torch.arange(
+                len(p) - 1, len(p) + len(s) - 1, device=device
+            )  # logits at pos predict the completion tokens
             lg = logits[r, pos]
-            target = torch.tensor(s)
+            target = torch.tensor(s, device=device)
             s_lp = torch.log_softmax(lg, dim=-1).gather(-1, target[:, None])[:, 0]
             sc = scored[r]
             tc = t_pieces_all[r]
@@ -301,12 +304,13 @@ def run(cfg: TrainConfig) -> dict:
                 t_span, s_span, nspan = spans(t_pieces, s_pieces)
                 if nspan == 0:
                     continue
-                s_sum = torch.zeros(nspan).index_add(
-                    0, torch.tensor(s_span[s_span >= 0]), s_lp[torch.tensor(s_span >= 0)]
+                s_in, t_in = s_span >= 0, t_span >= 0
+                s_sum = torch.zeros(nspan, device=device).index_add(
+                    0, torch.as_tensor(s_span[s_in], device=device), s_lp[torch.as_tensor(s_in, device=device)]
                 )
-                t_lp = torch.tensor(sc.logprobs)
-                t_sum = torch.zeros(nspan).index_add(
-                    0, torch.tensor(t_span[t_span >= 0]), t_lp[torch.tensor(t_span >= 0)]
+                t_lp = torch.tensor(sc.logprobs, device=device)[torch.as_tensor(t_in, device=device)]
+                t_sum = torch.zeros(nspan, device=device).index_add(
+                    0, torch.as_tensor(t_span[t_in], device=device), t_lp
                 )
                 loss, m = sampled_reverse_kl_loss(s_sum[None], t_sum[None])
                 kls.append(m["reverse_kl"])
@@ -320,9 +324,12 @@ def run(cfg: TrainConfig) -> dict:
                 a = align(np.array(tc), top_ids, top_lps, s, t_bytes, s_bytes, mapping)
                 if not a.valid.any():
                     continue
-                sel = torch.tensor(a.valid)
+                sel = torch.as_tensor(a.valid, device=device)
                 loss = topk_generalized_jsd(
-                    lg[sel], torch.tensor(a.kd_ids)[sel], torch.tensor(a.kd_logprobs)[sel], beta=cfg.onpolicy_beta
+                    lg[sel],
+                    torch.as_tensor(a.kd_ids, device=device)[sel],
+                    torch.as_tensor(a.kd_logprobs, device=device)[sel],
+                    beta=cfg.onpolicy_beta,
                 )
                 kls.append(float(loss.detach()))
             losses.append(loss)
@@ -394,8 +401,8 @@ def _sample(model: Any, tok: Any, prompts: list[list[int]], cfg: TrainConfig, to
         attn[r, n - len(p) :] = 1
     with torch.no_grad():
         out = model.generate(
-            input_ids=ids,
-            attention_mask=attn,
+            input_ids=ids.to(model.device),
+            attention_mask=attn.to(model.device),
             do_sample=cfg.onpolicy_temperature > 0,
             temperature=cfg.onpolicy_temperature if cfg.onpolicy_temperature > 0 else None,
             top_p=1.0,
@@ -405,7 +412,7 @@ def _sample(model: Any, tok: Any, prompts: list[list[int]], cfg: TrainConfig, to
             eos_token_id=tok.eos_token_id,
         )
     result = []
-    for row in out[:, n:].tolist():
+    for row in out[:, n:].cpu().tolist():
         if tok.eos_token_id in row:
             row = row[: row.index(tok.eos_token_id) + 1]
         else:

@@ -91,12 +91,15 @@ def sft_fields() -> set[str]:
     return {f.name for f in dataclasses.fields(SFTConfig)} - {"output_dir"}
 
 
-def recipe_for(size: str) -> Path:
-    """recipes/sft/*-<size>.yaml; exactly one must match."""
-    matches = sorted((RECIPES / "sft").glob(f"*-{size.lower()}.yaml"))
+def recipe_for(size: str, method: str = "sft") -> Path:
+    """recipes/<method>/*-<size>.yaml (sft, logit-kd, onpolicy); exactly one must match."""
+    folder = RECIPES / (method or "sft")
+    matches = sorted(folder.glob(f"*-{size.lower()}.yaml"))
     if not matches:
-        sizes = sorted({p.stem.rsplit("-", 1)[1] for p in (RECIPES / "sft").glob("*-*.yaml")})
-        raise DistillError(f"no SFT recipe for size {size!r} in {RECIPES / 'sft'} (sizes: {', '.join(sizes)})")
+        sizes = sorted({p.stem.rsplit("-", 1)[1] for p in folder.glob("*-*.yaml")})
+        raise DistillError(
+            f"no {method or 'sft'} recipe for size {size!r} in {folder} (sizes: {', '.join(sizes) or 'none'})"
+        )
     if len(matches) > 1:
         raise DistillError(f"several recipes for size {size!r}: {', '.join(p.name for p in matches)}; pass --config")
     return matches[0]

@@ -98,7 +98,10 @@ LCB_ROWS = [
         "question_id": "s1",
         "question_content": "Read two integers and print their sum.",
         "public_test_cases": json.dumps(
-            [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}, {"input": "5 7\n", "output": "12\n", "testtype": "stdin"}]
+            [
+                {"input": "1 2\n", "output": "3\n", "testtype": "stdin"},
+                {"input": "5 7\n", "output": "12\n", "testtype": "stdin"},
+            ]
         ),
         "starter_code": "",
         "metadata": "{}",
@@ -107,7 +110,10 @@ LCB_ROWS = [
         "question_id": "f1",
         "question_content": "Return the larger of a and b.",
         "public_test_cases": json.dumps(
-            [{"input": "3\n9", "output": "9", "testtype": "functional"}, {"input": "4\n-1", "output": "4", "testtype": "functional"}]
+            [
+                {"input": "3\n9", "output": "9", "testtype": "functional"},
+                {"input": "4\n-1", "output": "4", "testtype": "functional"},
+            ]
         ),
         "starter_code": "class Solution:\n    def bigger(self, a: int, b: int) -> int:",
         "metadata": json.dumps({"func_name": "bigger"}),
@@ -143,7 +149,9 @@ def code_answer(user: str) -> str:
 def test_code_benchmark_runs_the_tests_in_the_sandbox(tmp_path):
     with FakeOpenAI() as server:
         server.respond = code_answer
-        res = run(EvalConfig(tasks=code_bench(tmp_path), server_url=[server.url], output=str(tmp_path / "ev"), num_prompts=0))
+        res = run(
+            EvalConfig(tasks=code_bench(tmp_path), server_url=[server.url], output=str(tmp_path / "ev"), num_prompts=0)
+        )
         prompts = {b["messages"][-1]["content"] for b in server.bodies}
     assert res["n"] == 3 and res["correct"] == 2
     rows = {r["id"]: r for r in read_jsonl(tmp_path / "ev" / "samples.jsonl")}
@@ -220,4 +228,11 @@ def test_several_models_refuse_a_running_server(tmp_path):
     from distill.errors import DistillError
 
     with pytest.raises(DistillError, match="several --model"):
-        run(EvalConfig(tasks=bench(tmp_path, 1), model=["a", "b"], server_url=["http://127.0.0.1:9"], output=str(tmp_path / "x")))
+        run(
+            EvalConfig(
+                tasks=bench(tmp_path, 1),
+                model=["a", "b"],
+                server_url=["http://127.0.0.1:9"],
+                output=str(tmp_path / "x"),
+            )
+        )

@@ -144,3 +144,21 @@ def test_traces_from_another_teacher_are_refused(tmp_path, tokenizers, student_p
     write_jsonl(tmp_path / "kept.jsonl", kd_rows(teacher_tok, n=1))
     with pytest.raises(DistillError, match="set --teacher"):
         build_examples(load_kd_rows(tmp_path), student_tok, student_tok, 4096)
+
+
+def test_every_kd_and_onpolicy_recipe_is_valid_and_found_by_size():
+    from distill import config as C
+    from distill.train import RECIPES, recipe_for, sft_fields
+
+    for method in ("logit-kd", "onpolicy"):
+        files = sorted((RECIPES / method).glob("*.yaml"))
+        assert files, method
+        for f in files:
+            size = f.stem.rsplit("-", 1)[1]
+            assert recipe_for(size, method) == f
+            cfg = C.build(TrainConfig, C.load_yaml(f), source=str(f), extra=sft_fields())
+            assert cfg.method == method, f
+            assert f.read_text().startswith(f"# distill train --method {method} --size {size}")
+    assert {p.stem for p in (RECIPES / "logit-kd").glob("*.yaml")} == {p.stem for p in (RECIPES / "sft").glob("*.yaml")}
+    with pytest.raises(DistillError, match="no onpolicy recipe for size '70b'"):
+        recipe_for("70b", "onpolicy")
