@@ -1,0 +1,163 @@
+"""Student quality: does training on VERIFIED traces beat training on the same number of UNFILTERED ones?
+
+    .venv/bin/python bench/quality.py                        # everything, from the teacher's server on (~1.5 h on 2 cores)
+    .venv/bin/python bench/quality.py --from runs/demo       # reuse the demo's traces, filter and evals (~40 min)
+
+On the built-in problems with the embedded pair (teacher Qwen2.5-Coder-0.5B-Instruct, student
+SmolLM2-135M-Instruct), the script
+  1. generates traces with the teacher (or takes them from --from's gen/) and evaluates the teacher,
+  2. filters them (`distill filter`): the K verified traces,
+  3. draws K traces at random from ALL the teacher's traces, right or wrong (the unfiltered set),
+  4. trains the tiny student on each set with the same recipe, epochs and seed,
+  5. evaluates the untrained student, both trained students (and the teacher) on the held-out split,
+and prints pass@1 +- standard error of each. Every stage is a `distill` command writing into --run and is
+skipped when its output is there, so a killed run continues where it stopped. The teacher's own pass@1
+and the untrained student's are taken from --from when given (they do not depend on training).
+Run it alone: training the student takes 8-11 GB and both cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from distill.records import read_jsonl, write_jsonl  # noqa: E402
+
+
+def distill(*args: str) -> None:
+    cmd = [sys.executable, "-m", "distill.cli", *args]
+    print("[quality] $ distill " + " ".join(args), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def copy_stage(src: Path, dest: Path, marker: str) -> bool:
+    """Take a finished stage from an earlier run (e.g. the demo's); False when it is not there."""
+    if not (src / marker).is_file():
+        return False
+    shutil.copytree(src, dest, dirs_exist_ok=True)
+    print(f"[quality] {dest.name}: taken from {src}", flush=True)
+    return True
+
+
+def unfiltered_sample(traces: Path, k: int, seed: int, dest: Path) -> int:
+    """K rows drawn at random from every generated trace (verified or not, finished or cut off)."""
+    rows = [r for r in read_jsonl(traces) if isinstance(r.get("messages"), list) and r.get("completion")]
+    if len(rows) < k:
+        raise SystemExit(f"{traces}: {len(rows)} traces, fewer than the {k} verified ones to match")
+    picked = random.Random(seed).sample(rows, k)
+    dest.mkdir(parents=True, exist_ok=True)
+    write_jsonl(dest / "kept.jsonl", picked)
+    return len(picked)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", default="runs/quality", help="output folder (stages found there are skipped)")
+    ap.add_argument("--from", dest="from_", default="", help="a demo run whose gen/filtered/eval-* to reuse")
+    ap.add_argument("--prompts", type=int, default=160)
+    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--max-tokens", type=int, default=1024)
+    ap.add_argument("--eval-prompts", type=int, default=150)
+    ap.add_argument("--epochs", type=float, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--port", type=int, default=8321)
+    args = ap.parse_args()
+
+    run = Path(args.run)
+    run.mkdir(parents=True, exist_ok=True)
+    src = Path(args.from_) if args.from_ else None
+    start = time.monotonic()
+    common = ["--num-prompts", str(args.eval_prompts), "--max-tokens", str(args.max_tokens)]
+
+    # 1. teacher traces and the teacher's pass@1
+    have_gen = (run / "gen/summary.json").is_file() or (src and copy_stage(src / "gen", run / "gen", "summary.json"))
+    have_teacher = (run / "eval-teacher/results.json").is_file() or (
+        src and copy_stage(src / "eval-teacher", run / "eval-teacher", "results.json")
+    )
+    if not have_gen:
+        distill(
+            "generate", "--output", str(run / "gen"), "--num-prompts", str(args.prompts),
+            "--num-samples", str(args.samples), "--max-tokens", str(args.max_tokens), "--seed", str(args.seed),
+        )  # fmt: skip
+    if not have_teacher:
+        distill("eval", "--model", "embedded:teacher", "--output", str(run / "eval-teacher"), *common)
+
+    # 2. verified traces
+    if not (run / "filtered/report.json").is_file() and not (
+        src and copy_stage(src / "filtered", run / "filtered", "report.json")
+    ):
+        distill("filter", str(run / "gen"), "--output", str(run / "filtered"))
+    verified = sum(1 for _ in read_jsonl(run / "filtered/kept.jsonl"))
+
+    # 3. the same number of unfiltered traces
+    if not (run / "unfiltered/kept.jsonl").is_file():
+        unfiltered_sample(run / "gen/traces.jsonl", verified, args.seed, run / "unfiltered")
+    # How many of the unfiltered rows are right: the filter's verdicts, matched by (id, sample).
+    kept_keys = {(r["id"], r["sample"]) for r in read_jsonl(run / "filtered/kept.jsonl")}
+    unfiltered_rows = list(read_jsonl(run / "unfiltered/kept.jsonl"))
+    unfiltered_verified = sum((r["id"], r["sample"]) in kept_keys for r in unfiltered_rows)
+
+    # 4. train the student on each set, same recipe and seed
+    for name, data in (("student-verified", "filtered"), ("student-unfiltered", "unfiltered")):
+        if not (run / name / "train_metrics.json").is_file():
+            distill(
+                "train", "--size", "tiny", "--data", str(run / data), "--output", str(run / name),
+                "--set", f"num_train_epochs={args.epochs}", "--set", f"seed={args.seed}",
+            )  # fmt: skip
+
+    # 5. held-out pass@1
+    if not (run / "eval-student-untrained/results.json").is_file() and not (
+        src and copy_stage(src / "eval-student-before", run / "eval-student-untrained", "results.json")
+    ):
+        distill("eval", "--model", "embedded:student", "--output", str(run / "eval-student-untrained"), *common)
+    for name in ("student-verified", "student-unfiltered"):
+        if not (run / f"eval-{name}/results.json").is_file():
+            distill("eval", "--model", str(run / name), "--output", str(run / f"eval-{name}"), *common)
+
+    load = lambda p: json.loads((run / p).read_text())  # noqa: E731
+    table = []
+    for label, folder, data in (
+        ("teacher (Qwen2.5-Coder-0.5B-Instruct)", "eval-teacher", ""),
+        ("student untrained (SmolLM2-135M-Instruct)", "eval-student-untrained", ""),
+        ("student on verified traces", "eval-student-verified", f"{verified} rows, all verified"),
+        ("student on unfiltered traces", "eval-student-unfiltered", f"{verified} rows, {unfiltered_verified} verified"),
+    ):
+        r = load(f"{folder}/results.json")
+        table.append(
+            {
+                "model": label,
+                "training data": data,
+                "pass@1": round(r["pass@1"], 3),
+                "stderr": round(r.get("pass@1_stderr", 0.0), 3),
+                "correct": f"{r['correct']}/{r['samples']}",
+            }
+        )
+    summary = {"table": table, "minutes": round((time.monotonic() - start) / 60, 1)}
+    for name in ("student-verified", "student-unfiltered"):
+        m = load(f"{name}/train_metrics.json")
+        summary[name] = {k: m[k] for k in ("train_rows", "steps", "seconds", "first_loss", "last_loss")}
+    (run / "quality.json").write_text(json.dumps(summary, indent=1))
+    print()
+    print("| model | training data | pass@1 | ± stderr | correct |")
+    print("|---|---|---|---|---|")
+    for row in table:
+        print(
+            f"| {row['model']} | {row['training data']} | {row['pass@1']:.3f} | {row['stderr']:.3f} | {row['correct']} |"
+        )
+    untrained, ver, unf = (row["pass@1"] for row in table[1:])
+    print(
+        f"\nverified vs untrained: {ver - untrained:+.3f}; verified vs unfiltered: {ver - unf:+.3f} "
+        f"(one standard error of a difference here is about {((table[2]['stderr'] ** 2 + table[3]['stderr'] ** 2) ** 0.5):.3f})"
+    )
+
+
+if __name__ == "__main__":
+    main()
