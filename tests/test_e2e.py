@@ -182,3 +182,24 @@ def test_teacher_top_k_logprobs_from_the_real_server(tmp_path, teacher_server):
         # the top-K hold most of the mass but not more than all of it
         mass = np.exp(tl.top_logprobs).sum(axis=1)
         assert np.all(mass <= 1.01) and np.median(mass) > 0.5
+
+
+def test_teacher_scores_a_students_text_through_prompt_logprobs(teacher_server):
+    """On-policy distillation's teacher call against real vLLM: the log-probability of every completion
+    token (and its top-K), in the teacher's own tokens."""
+    from transformers import AutoTokenizer
+
+    from distill.models import resolve_model
+    from distill.onpolicy import score
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("embedded:teacher"))
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], add_generation_prompt=True)
+    prompt = list(prompt["input_ids"]) if hasattr(prompt, "keys") else list(prompt)
+    good = tok("2 + 3 = 5. The answer is \\boxed{5}.", add_special_tokens=False)["input_ids"]
+    bad = tok("2 + 3 = 9. The answer is \\boxed{9}.", add_special_tokens=False)["input_ids"]
+    s_good, s_bad = score(
+        teacher_server.url, teacher_server.model, [(prompt + good, len(prompt)), (prompt + bad, len(prompt))], k=3
+    )
+    assert len(s_good.logprobs) == len(good) and all(lp <= 0 for lp in s_good.logprobs)
+    assert all(1 <= len(top) <= 4 for top in s_good.top)  # the top-3, plus the scored token when not among them
+    assert sum(s_good.logprobs) > sum(s_bad.logprobs) + 2  # the teacher finds the wrong sum far less likely
