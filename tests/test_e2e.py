@@ -203,3 +203,6 @@ def test_teacher_scores_a_students_text_through_prompt_logprobs(teacher_server):
     assert len(s_good.logprobs) == len(good) and all(lp <= 0 for lp in s_good.logprobs)
     assert all(1 <= len(top) <= 4 for top in s_good.top)  # the top-3, plus the scored token when not among them
     assert sum(s_good.logprobs) > sum(s_bad.logprobs) + 2  # the teacher finds the wrong sum far less likely
+    (plain,) = score(teacher_server.url, teacher_server.model, [(prompt + good, len(prompt))], k=0)
+    assert plain.top == [{}] * len(good)
+    assert max(abs(a - b) for a, b in zip(plain.logprobs, s_good.logprobs, strict=True)) < 0.05
