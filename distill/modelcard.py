@@ -213,11 +213,22 @@ def _method(cfg: dict, metrics: dict) -> str:
 def _recipe(cfg: dict) -> str:
     from distill.train import recipe_for
 
+    method = str(cfg.get("method") or "sft")
     try:
-        path = recipe_for(str(cfg.get("size") or "tiny"))
+        path = recipe_for(str(cfg.get("size") or "tiny"), method)
     except DistillError:
         return ""
-    return f"recipes/sft/{path.name}"
+    return f"recipes/{method}/{path.name}"
+
+
+# How each `distill train --method` learns from the teacher, for the card's first paragraph.
+HOW = {
+    "sft": "by supervised fine-tuning (TRL's SFTTrainer) on",
+    "logit-kd": "by logit distillation (the teacher's top-K next-token distribution at every token, mixed with "
+    "cross-entropy) on",
+    "onpolicy": "by on-policy distillation (the student sampled its own answers and the teacher scored every "
+    "token; reverse KL) on the prompts of",
+}
 
 
 def _is_adapter(folder: Path) -> bool:
@@ -240,7 +251,8 @@ def model_card(folder: str | Path, repo_id: str, eval_results: str = "") -> str:
     teacher = data.get("teacher") or "a teacher model"
     rows = metrics.get("train_rows")
 
-    tags = ["distill", "reasoning", "sft", "trl"] + (["lora", "peft"] if cfg.get("lora_r") else [])
+    method = str(cfg.get("method") or "sft")
+    tags = ["distill", "reasoning", method, "trl"] + (["lora", "peft"] if cfg.get("lora_r") else [])
     front = {
         "base_model": base,
         "library_name": "peft" if adapter else "transformers",
@@ -251,7 +263,7 @@ def model_card(folder: str | Path, repo_id: str, eval_results: str = "") -> str:
     out = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "", f"# {name}", ""]
     what = "A LoRA adapter for" if adapter else "A student model fine-tuned from"
     out.append(
-        f"{what} [`{base}`](https://huggingface.co/{base}) by supervised fine-tuning (TRL's SFTTrainer) on "
+        f"{what} [`{base}`](https://huggingface.co/{base}) {HOW.get(method, HOW['sft'])} "
         f"{rows if rows is not None else 'the'} reasoning traces of `{teacher}` that `distill filter` verified as "
         f"correct, made with distill {__version__}. The loss covers only the assistant's "
         "answer, which ends with the EOS token, so the student learns to stop.\n"
@@ -276,7 +288,8 @@ def model_card(folder: str | Path, repo_id: str, eval_results: str = "") -> str:
     recipe = _recipe(cfg)
     train_rows: list[list[Any]] = []
     if recipe:
-        train_rows.append(["recipe", f"`{recipe}` (`distill train --size {cfg.get('size')}`)"])
+        flag = f" --method {method}" if method != "sft" else ""
+        train_rows.append(["recipe", f"`{recipe}` (`distill train{flag} --size {cfg.get('size')}`)"])
     train_rows.append(["method", _method(cfg, metrics)])
     template = f"`{cfg['chat_template']}`" if cfg.get("chat_template") else "the base tokenizer's"
     train_rows.append(["chat template", f"{template} (saved as chat_template.jinja)"])

@@ -189,6 +189,10 @@ def run(cfg: TrainConfig) -> dict:
             "--method onpolicy needs the teacher's server: start it with `distill serve --model "
             f"{cfg.teacher}` and pass --teacher-url"
         )
+    if cfg.push_to_hub:
+        from distill.hub import check_repo_id
+
+        check_repo_id(cfg.push_to_hub)
     if cfg.lora_r or cfg.launcher:
         raise DistillError("--method onpolicy trains in one process without LoRA for now; drop --lora-r/--launcher")
     st = _settings(cfg)
@@ -380,6 +384,11 @@ def run(cfg: TrainConfig) -> dict:
     write_json(out / "train_metrics.json", metrics)
     (out / "log_history.json").write_text(json.dumps(history, indent=1))
     config_mod.save(cfg, out, extra={"resolved_model": path})
+    if cfg.push_to_hub:
+        from distill.modelcard import push_model
+
+        metrics["hub_url"] = push_model(out, cfg.push_to_hub, private=cfg.hub_private, eval_results=cfg.eval_results)
+        write_json(out / "train_metrics.json", metrics)
     print(
         f"[distill] onpolicy: {st['steps']} steps in {seconds:.0f} s, divergence {metrics['first_divergence']} -> "
         f"{metrics['last_divergence']}; {totals['teacher_tokens']} teacher tokens scored; model saved to {out}",
