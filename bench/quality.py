@@ -1,7 +1,7 @@
 """Student quality: does training on VERIFIED traces beat training on the same number of UNFILTERED ones?
 
     .venv/bin/python bench/quality.py                        # everything, from the teacher's server on (~1.5 h on 2 cores)
-    .venv/bin/python bench/quality.py --from runs/demo       # reuse the demo's traces, filter and evals (~40 min)
+    .venv/bin/python bench/quality.py --from runs/demo       # reuse the demo's traces, filter, teacher eval (~45 min)
 
 On the built-in problems with the embedded pair (teacher Qwen2.5-Coder-0.5B-Instruct, student
 SmolLM2-135M-Instruct), the script
@@ -12,7 +12,8 @@ SmolLM2-135M-Instruct), the script
   5. evaluates the untrained student, both trained students (and the teacher) on the held-out split,
 and prints pass@1 +- standard error of each. Every stage is a `distill` command writing into --run and is
 skipped when its output is there, so a killed run continues where it stopped. The teacher's own pass@1
-and the untrained student's are taken from --from when given (they do not depend on training).
+is taken from --from when given (it does not depend on training); the three students are evaluated by one
+`distill eval --model ...` call, which also writes eval-students/comparison.md.
 Run it alone: training the student takes 8-11 GB and both cores.
 """
 
@@ -113,22 +114,25 @@ def main() -> None:
                 "--set", f"num_train_epochs={args.epochs}", "--set", f"seed={args.seed}",
             )  # fmt: skip
 
-    # 5. held-out pass@1
-    if not (run / "eval-student-untrained/results.json").is_file() and not (
-        src and copy_stage(src / "eval-student-before", run / "eval-student-untrained", "results.json")
-    ):
-        distill("eval", "--model", "embedded:student", "--output", str(run / "eval-student-untrained"), *common)
-    for name in ("student-verified", "student-unfiltered"):
-        if not (run / f"eval-{name}/results.json").is_file():
-            distill("eval", "--model", str(run / name), "--output", str(run / f"eval-{name}"), *common)
+    # 5. held-out pass@1 of the three students, in one `distill eval` with a comparison table
+    students = run / "eval-students"
+    if not (students / "comparison.json").is_file():
+        distill(
+            "eval", "--model", "embedded:student", str(run / "student-verified"), str(run / "student-unfiltered"),
+            "--output", str(students), *common,
+        )  # fmt: skip
 
     load = lambda p: json.loads((run / p).read_text())  # noqa: E731
     table = []
     for label, folder, data in (
         ("teacher (Qwen2.5-Coder-0.5B-Instruct)", "eval-teacher", ""),
-        ("student untrained (SmolLM2-135M-Instruct)", "eval-student-untrained", ""),
-        ("student on verified traces", "eval-student-verified", f"{verified} rows, all verified"),
-        ("student on unfiltered traces", "eval-student-unfiltered", f"{verified} rows, {unfiltered_verified} verified"),
+        ("student untrained (SmolLM2-135M-Instruct)", "eval-students/embedded-student", ""),
+        ("student on verified traces", "eval-students/student-verified", f"{verified} rows, all verified"),
+        (
+            "student on unfiltered traces",
+            "eval-students/student-unfiltered",
+            f"{verified} rows, {unfiltered_verified} verified",
+        ),
     ):
         r = load(f"{folder}/results.json")
         table.append(
