@@ -140,8 +140,9 @@ def main() -> None:
                 "model": label,
                 "training data": data,
                 "pass@1": round(r["pass@1"], 3),
-                "stderr": round(r.get("pass@1_stderr", 0.0), 3),
-                "correct": f"{r['correct']}/{r['samples']}",
+                # results from before distill reported the standard error: the binomial one of one sample each
+                "stderr": round(r.get("pass@1_stderr") or (r["pass@1"] * (1 - r["pass@1"]) / r["n"]) ** 0.5, 3),
+                "correct": f"{r['correct']}/{r.get('samples', r['n'])}",
             }
         )
     summary = {"table": table, "minutes": round((time.monotonic() - start) / 60, 1)}
