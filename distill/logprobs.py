@@ -69,7 +69,8 @@ def _token_id(token: Any, where: str) -> int:
 
 
 def parse_chat_logprobs(choice: dict, k: int, where: str = "response") -> TokenLogprobs:
-    """A chat completion choice's `logprobs.content` -> TokenLogprobs with exactly K columns."""
+    """A chat completion choice's `logprobs.content` -> TokenLogprobs with exactly K columns, each row's
+    alternatives sorted most likely first."""
     content = (choice.get("logprobs") or {}).get("content")
     if not isinstance(content, list):
         raise DistillError(f"{where}: no logprobs in the response (does the server support top_logprobs?)")
@@ -81,9 +82,14 @@ def parse_chat_logprobs(choice: dict, k: int, where: str = "response") -> TokenL
     for i, entry in enumerate(content):
         ids[i] = _token_id(entry["token"], where)
         lps[i] = float(entry["logprob"])
-        for j, alt in enumerate((entry.get("top_logprobs") or [])[:k]):
-            top_ids[i, j] = _token_id(alt["token"], where)
-            top_lps[i, j] = float(alt["logprob"])
+        # vLLM lists the sampled token first when it is not among the top K (K + 1 entries, unsorted):
+        # keep the K most likely distinct tokens, most likely first (the sampled one is in ids/logprobs).
+        alts: dict[int, float] = {}
+        for alt in entry.get("top_logprobs") or []:
+            alts.setdefault(_token_id(alt["token"], where), float(alt["logprob"]))
+        for j, (tid, lp) in enumerate(sorted(alts.items(), key=lambda kv: -kv[1])[:k]):
+            top_ids[i, j] = tid
+            top_lps[i, j] = lp
     return TokenLogprobs(ids, lps, top_ids, top_lps)
 
 

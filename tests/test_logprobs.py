@@ -89,3 +89,19 @@ def test_plain_sampling_params_and_a_bad_logprobs_value():
     assert sampling_params(0.6, 1.0, 64) == {"temperature": 0.6, "top_p": 1.0, "max_tokens": 64}
     with pytest.raises(DistillError, match="--logprobs"):
         run(GenerateConfig(logprobs=-1))
+
+
+def test_the_sampled_token_listed_first_outside_the_top_k_is_dropped_from_the_top_k():
+    """vLLM puts the sampled token first when it is not among the top K: K + 1 entries, unsorted."""
+    entry = {
+        "token": "token_id:7",
+        "logprob": -2.5,
+        "top_logprobs": [
+            {"token": "token_id:7", "logprob": -2.5},
+            {"token": "token_id:1", "logprob": -0.2},
+            {"token": "token_id:2", "logprob": -1.9},
+        ],
+    }
+    tl = parse_chat_logprobs({"logprobs": {"content": [entry]}}, 2)
+    assert tl.ids.tolist() == [7] and tl.logprobs.tolist() == [-2.5]
+    assert tl.top_ids.tolist() == [[1, 2]] and np.allclose(tl.top_logprobs, [[-0.2, -1.9]])
