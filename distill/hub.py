@@ -241,7 +241,7 @@ def _portable(path: str) -> str:
     p = Path(path)
     if not p.is_absolute():
         return path
-    return f"runs/{p.parent.name}/{p.name}" if p.suffix == ".jsonl" else f"runs/{p.name}"
+    return f"runs/{p.parent.name}/{p.name}" if p.suffix else f"runs/{p.name}"
 
 
 # --------------------------------------------------------------------------------------------------

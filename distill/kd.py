@@ -30,32 +30,19 @@ from distill.config import TrainConfig
 from distill.errors import DistillError
 from distill.logprobs import unpack
 from distill.models import resolve_model
-from distill.records import read_jsonl
 
 KD_COLUMNS = ("kd_ids", "kd_logprobs", "kd_valid")
 
 
 def load_kd_rows(path: str | Path, max_examples: int = 0) -> list[dict]:
-    """Kept rows with `messages` and `teacher_logprobs` (from `distill generate --logprobs K`)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "kept.jsonl"
-    rows = []
-    for n, row in enumerate(read_jsonl(p), start=1):
-        msgs = row.get("messages")
-        if not isinstance(msgs, list) or len(msgs) < 2 or msgs[-1].get("role") != "assistant":
-            raise DistillError(f"{p}, row {n}: 'messages' must end with the assistant's answer")
-        if "teacher_logprobs" not in row:
-            raise DistillError(
-                f"{p}, row {n}: no 'teacher_logprobs': logit distillation needs traces made with "
-                "`distill generate --logprobs K` (then filtered); or train with --method sft"
-            )
-        rows.append({"prompt": msgs[:-1], "completion": msgs[-1:], "where": f"{p}, row {n}", **{
-            "teacher_logprobs": row["teacher_logprobs"], "text": msgs[-1]["content"]}})  # fmt: skip
-        if max_examples and len(rows) >= max_examples:
-            break
-    if not rows:
-        raise DistillError(f"{p}: no training rows (did `distill filter` keep any trace?)")
+    """Kept rows as for SFT, each with its `teacher_logprobs` (from `distill generate --logprobs K`), the
+    answer's `text` and `where` ("FILE, row N") for errors found later."""
+    from distill.train import load_sft_rows
+
+    why = "logit distillation needs traces made with `distill generate --logprobs K` (then filtered); or train with --method sft"
+    rows = load_sft_rows(path, max_examples, keep={"teacher_logprobs": why})
+    for r in rows:
+        r["text"] = r["completion"][0]["content"]
     return rows
 
 
@@ -173,8 +160,6 @@ def kd_trainer_class() -> type:
     from distill.kd_losses import mixed_kd_loss, topk_forward_kl
 
     class LogitKDTrainer(Trainer):
-        kd_alpha = 0.5
-
         def __init__(self, *args: Any, kd_alpha: float = 0.5, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.kd_alpha = kd_alpha
@@ -210,51 +195,33 @@ def kd_trainer_class() -> type:
 
 def prepare(cfg: TrainConfig) -> Any:
     """Like distill.train.prepare, for --method logit-kd: checks, tokenizers, aligned targets, the trainer."""
-    from distill.server import has_cuda
     from distill.train import (
-        CHECKPOINTS,
-        SFT_DEFAULTS,
         Prepared,
         _add_eos_to_generation_config,
-        _check_hardware,
         _is_main,
+        announce,
+        checks_before_loading,
         configure_tokenizer,
+        load_student,
         lora_config,
-        resume_checkpoint,
+        training_args,
     )
 
-    gpu = has_cuda()
-    _check_hardware(cfg, gpu)
-    if not 0.0 <= cfg.kd_alpha <= 1.0:
-        raise DistillError(f"kd_alpha must lie in [0, 1] (the weight of the KD term), got {cfg.kd_alpha}")
-    if cfg.push_to_hub:
-        from distill.hub import check_repo_id
-
-        check_repo_id(cfg.push_to_hub)
+    if cfg.load_in_4bit:
+        raise DistillError("--method logit-kd does not train QLoRA (4-bit) students yet: drop --load-in-4bit")
+    resume_from = checks_before_loading(cfg)
     rows = load_kd_rows(cfg.data, cfg.max_examples)
-    resume_from = resume_checkpoint(cfg)
 
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig
+    from transformers import AutoTokenizer
 
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    kwargs = {**SFT_DEFAULTS, **cfg.sft}
-    for key in ("use_liger_kernel", "padding_free", "packing", "completion_only_loss", "assistant_only_loss"):
-        if kwargs.pop(key, None) and key in ("packing", "padding_free"):
-            print(f"[distill] logit-kd: {key} is not supported (targets are per padded row); it is off", flush=True)
-    if cfg.eos_token:
-        kwargs["eos_token"] = cfg.eos_token
-    cpu = not torch.cuda.is_available()
-    if cpu:
-        kwargs["use_cpu"] = True
-    kwargs["remove_unused_columns"] = False
-    try:
-        args = SFTConfig(output_dir=str(out / CHECKPOINTS), **kwargs)
-    except (TypeError, ValueError) as e:
-        raise DistillError(f"invalid training settings: {e}") from None
+    given = [k for k in ("packing", "padding_free") if cfg.sft.get(k)]
+    if given:
+        print(f"[distill] logit-kd: {', '.join(given)} off (the per-token targets are laid out per padded row)")
+    drop = ("packing", "padding_free", "use_liger_kernel", "completion_only_loss", "assistant_only_loss")
+    args = training_args(cfg, out, drop=drop, force={"remove_unused_columns": False})  # KD columns reach the collator
 
     path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -271,19 +238,17 @@ def prepare(cfg: TrainConfig) -> Any:
             f"({time.monotonic() - t0:.1f} s)",
             flush=True,
         )
-    dtype = torch.bfloat16 if args.bf16 else torch.float32
-    model_kwargs: dict[str, Any] = {"dtype": dtype}
-    if cfg.attn_implementation and not cpu:
-        model_kwargs["attn_implementation"] = cfg.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
+    model = load_student(cfg, path, args)
     if cfg.lora_r:
         from peft import get_peft_model
 
         model = get_peft_model(model, lora_config(cfg))
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
     _add_eos_to_generation_config(model, tokenizer.eos_token_id)
-    ds = Dataset.from_list([{**e, "kd_ids": e["kd_ids"].tolist(), "kd_logprobs": e["kd_logprobs"].tolist(),
-                             "kd_valid": e["kd_valid"].tolist()} for e in examples])  # fmt: skip
+    announce(cfg, len(rows), resume_from)
+    columns = {k: [e[k].tolist() for e in examples] for k in KD_COLUMNS}
+    ds = Dataset.from_dict(
+        {"input_ids": [e["input_ids"] for e in examples], "labels": [e["labels"] for e in examples], **columns}
+    )
     trainer = kd_trainer_class()(
         model=model,
         args=args,
@@ -292,6 +257,5 @@ def prepare(cfg: TrainConfig) -> Any:
         processing_class=tokenizer,
         kd_alpha=cfg.kd_alpha,
     )
-    prep = Prepared(trainer, tokenizer, model, rows, path, out, resume_from, 1)
-    prep.kd_stats = stats  # type: ignore[attr-defined]
-    return prep
+    stats = {"method_detail": "logit-kd", "kd_alpha": cfg.kd_alpha, **stats}
+    return Prepared(trainer, tokenizer, model, rows, path, out, resume_from, 1, stats)

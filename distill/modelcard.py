@@ -22,7 +22,7 @@ import yaml
 from distill import __version__
 from distill.config import CONFIG_FILENAME
 from distill.errors import DistillError
-from distill.hub import _hub_error, check_repo_id
+from distill.hub import _hub_error, _portable, _read_json, _table, check_repo_id
 
 CARD = "README.md"
 METRICS = "train_metrics.json"
@@ -52,16 +52,6 @@ HYPERPARAMETERS = (
 )
 
 
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DistillError(f"{path}: not valid JSON ({e.msg})") from None
-    return data if isinstance(data, dict) else {}
-
-
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         return {}
@@ -70,24 +60,6 @@ def _read_yaml(path: Path) -> dict:
     except yaml.YAMLError:
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _portable(path: str) -> str:
-    """A path for the card without local directory names: relative paths as given, absolute ones as
-    runs/<folder>[/<file>]."""
-    p = Path(path)
-    if not p.is_absolute():
-        return path
-    return f"runs/{p.parent.name}/{p.name}" if p.suffix else f"runs/{p.name}"
-
-
-def _cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows])
 
 
 def _version(package: str) -> str:

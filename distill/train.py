@@ -34,7 +34,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +106,11 @@ def recipe_for(size: str, method: str = "sft") -> Path:
     return matches[0]
 
 
-def load_sft_rows(path: str | Path, max_examples: int = 0) -> list[dict]:
-    """Kept rows -> [{prompt: [...], completion: [assistant turn]}], checking each row's messages."""
+def load_sft_rows(path: str | Path, max_examples: int = 0, keep: dict[str, str] | None = None) -> list[dict]:
+    """Kept rows -> [{prompt: [...], completion: [assistant turn]}], checking each row's messages.
+
+    `keep` maps further keys every row must have to the error's explanation when one lacks it; their
+    values are carried into the result, with `where` ("FILE, row N") for later errors."""
     p = Path(path)
     if p.is_dir():
         p = p / "kept.jsonl"
@@ -121,7 +124,14 @@ def load_sft_rows(path: str | Path, max_examples: int = 0) -> list[dict]:
                 raise DistillError(f"{p}, row {n}: each message needs a 'role' and a text 'content'")
         if msgs[-1]["role"] != "assistant":
             raise DistillError(f"{p}, row {n}: the last message must be the assistant's answer")
-        rows.append({"prompt": msgs[:-1], "completion": msgs[-1:]})
+        extra = {}
+        for key, why in (keep or {}).items():
+            if key not in row:
+                raise DistillError(f"{p}, row {n}: no {key!r}: {why}")
+            extra[key] = row[key]
+        rows.append(
+            {"prompt": msgs[:-1], "completion": msgs[-1:], **({"where": f"{p}, row {n}", **extra} if keep else {})}
+        )
         if max_examples and len(rows) >= max_examples:
             break
     if not rows:
@@ -494,73 +504,104 @@ class Prepared:
     out: Path
     resume_from: str | None
     checked_rows: int
+    stats: dict = field(default_factory=dict)  # method-specific numbers for train_metrics.json
 
 
 def _is_main() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def prepare(cfg: TrainConfig) -> Prepared:
-    """Everything up to trainer.train(): checks that fail fast (hardware, repo id, checkpoints, data, chat
-    template and EOS) before any weights are loaded, then the model and SFTTrainer (which tokenizes)."""
+def checks_before_loading(cfg: TrainConfig) -> str | None:
+    """What fails fast, before any weights load: hardware, keys distill replaces, the Hub repo id, the
+    checkpoint to resume from (returned)."""
     from distill.server import has_cuda
 
-    gpu = has_cuda()
-    _check_hardware(cfg, gpu)
+    _check_hardware(cfg, has_cuda())
     if "chat_template_path" in cfg.sft:
         raise DistillError("use chat_template instead of chat_template_path: distill checks the template's stop token")
     if cfg.push_to_hub:
         from distill.hub import check_repo_id
 
         check_repo_id(cfg.push_to_hub)
-    rows = load_sft_rows(cfg.data, cfg.max_examples)
-    resume_from = resume_checkpoint(cfg)
+    return resume_checkpoint(cfg)
 
+
+def training_args(cfg: TrainConfig, out: Path, drop: tuple[str, ...] = (), force: dict | None = None) -> Any:
+    """trl.SFTConfig from distill's defaults and the recipe, CPU-aware, without the keys in `drop` and with
+    the values in `force` (a method's requirements)."""
     import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    sft_kwargs = {**SFT_DEFAULTS, **cfg.sft}
+    kwargs = {**SFT_DEFAULTS, **cfg.sft}
+    for key in drop:
+        kwargs.pop(key, None)
+    kwargs.update(force or {})
     if cfg.eos_token:
-        sft_kwargs["eos_token"] = cfg.eos_token  # TRL mirrors it into the model's config and generation_config
-    cpu = not torch.cuda.is_available()
-    if cpu:
-        sft_kwargs["use_cpu"] = True
+        kwargs["eos_token"] = cfg.eos_token  # TRL mirrors it into the model's config and generation_config
+    if not torch.cuda.is_available():
+        kwargs["use_cpu"] = True
         # FlashAttention, Liger and padding-free packing are GPU-only; drop them rather than crash.
         for key in ("use_liger_kernel", "padding_free"):
-            sft_kwargs.pop(key, None)
+            kwargs.pop(key, None)
     try:
-        args = SFTConfig(output_dir=str(out / CHECKPOINTS), **sft_kwargs)
+        return SFTConfig(output_dir=str(out / CHECKPOINTS), **kwargs)
     except (TypeError, ValueError) as e:
-        raise DistillError(f"invalid SFT settings: {e}") from None
+        raise DistillError(f"invalid training settings: {e}") from None
 
-    path = resolve_model(cfg.model)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    configure_tokenizer(tokenizer, cfg, cfg.model)
-    completion_only = sft_kwargs.get("completion_only_loss") is not False
-    _, labels = supervised_example(tokenizer, rows[0], completion_only=completion_only)
-    check_stop_token(tokenizer, labels)
 
-    dtype = torch.bfloat16 if args.bf16 else torch.float32
-    model_kwargs: dict[str, Any] = {"dtype": dtype}
-    if cfg.attn_implementation and not cpu:
+def load_student(cfg: TrainConfig, path: str, args: Any) -> Any:
+    """The student's weights: dtype from the args, the recipe's attention kernel on GPU, 4-bit for QLoRA;
+    its generation config lists the tokenizer's EOS (set by configure_tokenizer) as a stop token."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model_kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if args.bf16 else torch.float32}
+    if cfg.attn_implementation and torch.cuda.is_available():
         model_kwargs["attn_implementation"] = cfg.attn_implementation
     if cfg.load_in_4bit:
         model_kwargs.update(_quantization(cfg, torch))
-    model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
-    _add_eos_to_generation_config(model, tokenizer.eos_token_id)
+    return AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
+
+
+def announce(cfg: TrainConfig, rows: int, resume_from: str | None) -> None:
+    if not _is_main():
+        return
+    import torch
+
     method = "full fine-tuning"
     if cfg.lora_r:
         method = f"{'QLoRA' if cfg.load_in_4bit else 'LoRA'} r={cfg.lora_r}"
-    if _is_main():
-        print(
-            f"[distill] training {cfg.model} ({method}) on {len(rows)} rows from {cfg.data} ({'CPU' if cpu else 'GPU'})"
-            + (f", resuming from {resume_from}" if resume_from else ""),
-            flush=True,
-        )
+    where = "GPU" if torch.cuda.is_available() else "CPU"
+    print(
+        f"[distill] training {cfg.model} ({cfg.method}, {method}) on {rows} rows from {cfg.data} ({where})"
+        + (f", resuming from {resume_from}" if resume_from else ""),
+        flush=True,
+    )
+
+
+def prepare(cfg: TrainConfig) -> Prepared:
+    """Everything up to trainer.train(): checks that fail fast (hardware, repo id, checkpoints, data, chat
+    template and EOS) before any weights are loaded, then the model and SFTTrainer (which tokenizes)."""
+    resume_from = checks_before_loading(cfg)
+    rows = load_sft_rows(cfg.data, cfg.max_examples)
+
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import SFTTrainer
+
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    args = training_args(cfg, out)
+    path = resolve_model(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    configure_tokenizer(tokenizer, cfg, cfg.model)
+    completion_only = {**SFT_DEFAULTS, **cfg.sft}.get("completion_only_loss") is not False
+    _, labels = supervised_example(tokenizer, rows[0], completion_only=completion_only)
+    check_stop_token(tokenizer, labels)
+
+    model = load_student(cfg, path, args)
+    _add_eos_to_generation_config(model, tokenizer.eos_token_id)
+    announce(cfg, len(rows), resume_from)
     try:
         trainer = SFTTrainer(
             model=model,
@@ -666,6 +707,7 @@ def train_and_save(prep: Prepared, cfg: TrainConfig) -> dict:
             "eos_token": tokenizer.eos_token,
             "eos_token_ids": prep.model.generation_config.eos_token_id,
             "stop_token_checked_rows": prep.checked_rows,
+            **prep.stats,
         }
         write_json(out / "train_metrics.json", metrics)
         (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
@@ -708,10 +750,5 @@ def run(cfg: TrainConfig) -> dict:
     if cfg.method == "logit-kd":
         from distill import kd
 
-        prep = kd.prepare(cfg)
-        metrics = train_and_save(prep, cfg)
-        if metrics:
-            metrics.update(method_detail="logit-kd", kd_alpha=cfg.kd_alpha, **prep.kd_stats)
-            write_json(prep.out / "train_metrics.json", metrics)
-        return metrics
+        return train_and_save(kd.prepare(cfg), cfg)
     return train_and_save(prepare(cfg), cfg)

@@ -105,3 +105,25 @@ def test_the_sampled_token_listed_first_outside_the_top_k_is_dropped_from_the_to
     tl = parse_chat_logprobs({"logprobs": {"content": [entry]}}, 2)
     assert tl.ids.tolist() == [7] and tl.logprobs.tolist() == [-2.5]
     assert tl.top_ids.tolist() == [[1, 2]] and np.allclose(tl.top_logprobs, [[-0.2, -1.9]])
+
+
+def test_more_than_twenty_logprobs_raise_the_limit_of_the_server_generate_starts(tmp_path, monkeypatch):
+    import contextlib
+
+    from distill import generate
+    from distill.server import connect_all
+
+    seen = []
+
+    @contextlib.contextmanager
+    def fake_servers(urls, name, serve, log_dir):  # noqa: ARG001 - stands in for starting vLLM
+        seen.append(list(serve.extra_args))
+        with FakeOpenAI() as server:
+            yield connect_all([server.url])
+
+    monkeypatch.setattr(generate, "servers_for", fake_servers)
+    write_jsonl(tmp_path / "p.jsonl", [{"id": "q", "problem": "What is 1 + 1?", "answer": "2"}])
+    common = dict(dataset=str(tmp_path / "p.jsonl"), id_column="id", num_prompts=0, num_samples=1)
+    run(GenerateConfig(output=str(tmp_path / "a"), logprobs=32, **common))
+    run(GenerateConfig(output=str(tmp_path / "b"), logprobs=5, **common))
+    assert seen == [["--max-logprobs", "32"], []]
