@@ -29,13 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def distill(*args: str) -> float:
-    """Run a distill command to the end; return its wall time in seconds."""
-    print("[methods] $ distill " + " ".join(args), flush=True)
-    t0 = time.monotonic()
-    subprocess.run([sys.executable, "-m", "distill.cli", *args], check=True)
-    return time.monotonic() - t0
+from bench._stages import Stages  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -76,13 +70,7 @@ def main() -> None:
     args = ap.parse_args()
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
-    times_file = run / "times.json"
-    times = json.loads(times_file.read_text()) if times_file.is_file() else {}
-
-    def stage(name: str, done: Path, *cmd: str) -> None:
-        if not done.is_file():
-            times[name] = round(distill(*cmd), 1)
-            times_file.write_text(json.dumps(times, indent=1))
+    stage = Stages(run, "methods")
 
     evals = ["--num-prompts", str(args.eval_prompts), "--max-tokens", str(args.max_tokens)]
     needs_teacher = (
@@ -132,7 +120,7 @@ def main() -> None:
                 "train_seconds": m.get("seconds"),
             }
         )
-    (run / "methods.json").write_text(json.dumps({"table": rows, "times": times}, indent=1))
+    (run / "methods.json").write_text(json.dumps({"table": rows, "times": stage.times}, indent=1))
     print("\n| method | pass@1 | ± | correct | teacher tokens generated | teacher tokens scored | train s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

@@ -20,23 +20,20 @@ Run it alone: training the student takes 8-11 GB and both cores.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._stages import distill as run_distill  # noqa: E402
 from distill.records import read_jsonl, write_jsonl  # noqa: E402
 
-
-def distill(*args: str) -> None:
-    cmd = [sys.executable, "-m", "distill.cli", *args]
-    print("[quality] $ distill " + " ".join(args), flush=True)
-    subprocess.run(cmd, check=True)
+distill = functools.partial(run_distill, "quality")
 
 
 def copy_stage(src: Path, dest: Path, marker: str) -> bool:
