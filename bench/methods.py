@@ -4,13 +4,15 @@
     .venv/bin/python bench/methods.py --prompts 80 --onpolicy-steps 20   # a shorter run
 
 Teacher Qwen2.5-Coder-0.5B-Instruct, student SmolLM2-135M-Instruct (two tokenizers: distill aligns them
-by bytes, docs/DISTILLATION.md). With one teacher server for everything the teacher does:
+by bytes, docs/DISTILLATION.md). The teacher's server runs while a stage needs it:
   1. `distill generate --logprobs K` on built-in train problems, then `distill filter`: verified traces
      that carry the teacher's top-K per token,
   2. SFT student on them (`--method sft`) and logit-KD student on the same rows (`--method logit-kd`),
   3. on-policy student (`--method onpolicy`): the student samples answers to the same prompts and the
      teacher's server scores them, for --onpolicy-steps steps,
-  4. each student (and the untrained one) evaluated on the built-in held-out split.
+  4. with --sft-then-onpolicy, also on-policy steps that start from the SFT student (the usual practice:
+     on-policy distillation refines a student that already writes the teacher's format),
+  5. each student (and the untrained one) evaluated on the built-in held-out split.
 The table: pass@1 +- stderr, teacher tokens GENERATED (SFT and KD share one generation run) and teacher
 tokens SCORED (on-policy's prefill), and each stage's wall time. Stages found in --run are skipped.
 Run it alone: each training takes 8-11 GB and both cores.
@@ -67,37 +69,51 @@ def main() -> None:
     ap.add_argument("--onpolicy-steps", type=int, default=40)
     ap.add_argument("--eval-prompts", type=int, default=150)
     ap.add_argument("--port", type=int, default=8331)
+    ap.add_argument(
+        "--sft-then-onpolicy", action="store_true", help="also: on-policy steps starting from the SFT student"
+    )
     args = ap.parse_args()
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
     stage = Stages(run, "methods")
 
     evals = ["--num-prompts", str(args.eval_prompts), "--max-tokens", str(args.max_tokens)]
-    needs_teacher = (
-        not (run / "gen/summary.json").is_file() or not (run / "student-onpolicy/train_metrics.json").is_file()
-    )
-    with contextlib.ExitStack() as stack:
-        url = stack.enter_context(teacher_server(args.port, run / "serve-teacher.log")) if needs_teacher else ""
+
+    def teacher(*outputs: str):
+        """The teacher's server while any of these outputs is missing; nothing when all are there."""
+        if all((run / o).is_file() for o in outputs):
+            return contextlib.nullcontext("")
+        return teacher_server(args.port, run / "serve-teacher.log")
+
+    def onpolicy(name: str, url: str, *extra: str) -> None:
+        stage(
+            f"train {name}", run / f"student-{name}/train_metrics.json", "train", "--method", "onpolicy",
+            "--size", "tiny", "--teacher-url", url, "--data", str(run / "filtered"), "--output",
+            str(run / f"student-{name}"), "--set", f"max_steps={args.onpolicy_steps}", *extra,
+        )  # fmt: skip
+
+    with teacher("gen/summary.json", "student-onpolicy/train_metrics.json") as url:
         stage(
             "generate", run / "gen/summary.json", "generate", "--server-url", url, "--output", str(run / "gen"),
             "--num-prompts", str(args.prompts), "--num-samples", str(args.samples), "--max-tokens", str(args.max_tokens),
             "--logprobs", str(args.logprobs),
         )  # fmt: skip
         stage("filter", run / "filtered/report.json", "filter", str(run / "gen"), "--output", str(run / "filtered"))
-        stage(
-            "train onpolicy", run / "student-onpolicy/train_metrics.json", "train", "--method", "onpolicy",
-            "--size", "tiny", "--teacher-url", url, "--data", str(run / "filtered"), "--output",
-            str(run / "student-onpolicy"), "--set", f"max_steps={args.onpolicy_steps}",
-        )  # fmt: skip
+        onpolicy("onpolicy", url)
     for method in ("sft", "logit-kd"):
         stage(
             f"train {method}", run / f"student-{method}/train_metrics.json", "train", "--method", method,
             "--size", "tiny", "--data", str(run / "filtered"), "--output", str(run / f"student-{method}"),
             "--set", f"num_train_epochs={args.epochs}",
         )  # fmt: skip
+    methods = ["sft", "logit-kd", "onpolicy"]
+    if args.sft_then_onpolicy:  # the usual practice (Qwen3's small models): SFT first, then on-policy
+        methods.append("sft-onpolicy")
+        with teacher("student-sft-onpolicy/train_metrics.json") as url:
+            onpolicy("sft-onpolicy", url, "--model", str(run / "student-sft"))
     stage("eval untrained", run / "eval-untrained/results.json", "eval", "--model", "embedded:student", "--output",
           str(run / "eval-untrained"), *evals)  # fmt: skip
-    for method in ("sft", "logit-kd", "onpolicy"):
+    for method in methods:
         stage(f"eval {method}", run / f"eval-{method}/results.json", "eval", "--model", str(run / f"student-{method}"),
               "--output", str(run / f"eval-{method}"), *evals)  # fmt: skip
 
@@ -106,27 +122,34 @@ def main() -> None:
 
     generated = sum(int(r.get("completion_tokens") or 0) for r in read_jsonl(run / "gen/traces.jsonl"))
     rows = []
-    for method in ("untrained", "sft", "logit-kd", "onpolicy"):
+    for method in ["untrained", *methods]:
         r = load(f"eval-{method}/results.json")
         m = load(f"student-{method}/train_metrics.json") if method != "untrained" else {}
+        seconds = m.get("seconds")
+        if method == "sft-onpolicy":  # its start, the SFT student, counts too
+            seconds = round(seconds + load("student-sft/train_metrics.json")["seconds"], 1)
+        uses_traces = method.startswith(("sft", "logit-kd"))
         rows.append(
             {
                 "method": method,
                 "pass@1": round(r["pass@1"], 3),
                 "stderr": round(r.get("pass@1_stderr") or 0.0, 3),
                 "correct": f"{r['correct']}/{r['samples']}",
-                "teacher_tokens_generated": generated if method in ("sft", "logit-kd") else 0,
+                "teacher_tokens_generated": generated if uses_traces else 0,
                 "teacher_tokens_scored": m.get("teacher_tokens", 0),
-                "train_seconds": m.get("seconds"),
+                "generate_seconds": stage.times.get("generate") if uses_traces else None,
+                "train_seconds": seconds,
             }
         )
     (run / "methods.json").write_text(json.dumps({"table": rows, "times": stage.times}, indent=1))
-    print("\n| method | pass@1 | ± | correct | teacher tokens generated | teacher tokens scored | train s |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "\n| method | pass@1 | ± | correct | teacher tokens generated | teacher tokens scored | generate s | train s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['method']} | {r['pass@1']:.3f} | {r['stderr']:.3f} | {r['correct']} | {r['teacher_tokens_generated']} "
-            f"| {r['teacher_tokens_scored']} | {r['train_seconds']} |"
+            f"| {r['teacher_tokens_scored']} | {r['generate_seconds'] or ''} | {r['train_seconds'] or ''} |"
         )
 
 

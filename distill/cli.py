@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("input", help="traces.jsonl or a `distill generate` output folder")
     C.add_arguments(f, C.FilterConfig)
 
-    t = sub.add_parser("train", help="fine-tune a student on kept traces (TRL SFT)", description=C.TrainConfig.__doc__)
+    t = sub.add_parser(
+        "train", help="train a student on kept traces (SFT, logit KD or on-policy)", description=C.TrainConfig.__doc__
+    )
     C.add_arguments(t, C.TrainConfig)
 
     e = sub.add_parser(

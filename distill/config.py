@@ -173,13 +173,15 @@ class FilterConfig:
 
 @dataclass
 class TrainConfig:
-    """Supervised fine-tuning of a student on verified traces (TRL SFTTrainer).
+    """Train a student on verified traces: SFT (TRL SFTTrainer, the default), logit KD on the teacher's
+    top-K log-probabilities (--method logit-kd) or on-policy distillation from the teacher's server
+    (--method onpolicy; docs/DISTILLATION.md).
 
     Full fine-tuning or LoRA/QLoRA, in this process or over several GPUs and nodes (`--launcher` starts
     `accelerate launch` with recipes/accelerate/<launcher>.yaml), resumable from checkpoints, and
     optionally pushed to the Hugging Face Hub with a model card."""
 
-    size: str = _f("tiny", "student size: tiny|1.5b|7b|8b|14b|32b|70b (picks recipes/sft/*-<size>.yaml)")
+    size: str = _f("tiny", "student size: tiny|1.5b|7b|8b|14b|32b|70b (picks recipes/<method>/*-<size>.yaml)")
     model: str = _f("embedded:student", "student model spec")
     data: str = _f(
         "runs/filtered/kept.jsonl", "kept traces (JSONL with a messages column) or a folder holding kept.jsonl"
