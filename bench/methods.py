@@ -1,6 +1,6 @@
 """SFT vs logit KD vs on-policy distillation of the embedded pair, at a comparable teacher budget.
 
-    .venv/bin/python bench/methods.py                    # ~2.5 h on 2 CPU cores; every stage resumable
+    .venv/bin/python bench/methods.py --sft-then-onpolicy   # ~2.5 h on 2 CPU cores; every stage resumable
     .venv/bin/python bench/methods.py --prompts 80 --onpolicy-steps 20   # a shorter run
 
 Teacher Qwen2.5-Coder-0.5B-Instruct, student SmolLM2-135M-Instruct (two tokenizers: distill aligns them
