@@ -8,17 +8,24 @@ import sys
 import time
 from pathlib import Path
 
+from distill.records import write_json
+
 
 def distill(tag: str, *args: str) -> float:
-    """Run `distill ARGS...` to the end (raising on a non-zero exit); return its wall time in seconds."""
-    print(f"[{tag}] $ distill " + " ".join(args), flush=True)
+    """Run `distill ARGS...` to the end; return its wall time in seconds. A failing command stops the bench
+    with its exit status and the command line (the command's own error is printed above it)."""
+    line = "distill " + " ".join(args)
+    print(f"[{tag}] $ {line}", flush=True)
     t0 = time.monotonic()
-    subprocess.run([sys.executable, "-m", "distill.cli", *args], check=True)
+    rc = subprocess.run([sys.executable, "-m", "distill.cli", *args]).returncode
+    if rc != 0:
+        raise SystemExit(f"[{tag}] failed (exit {rc}): {line}\nrerun the bench to continue from this stage")
     return time.monotonic() - t0
 
 
 class Stages:
-    """Stages of a resumable bench run: one is skipped when its output file exists; wall times go to times.json."""
+    """Stages of a resumable bench run: one is skipped when its output file exists (distill writes its
+    outputs atomically, so an interrupted stage leaves none and runs again); wall times go to times.json."""
 
     def __init__(self, run: Path, tag: str):
         self.tag = tag
@@ -29,4 +36,4 @@ class Stages:
         if done.is_file():
             return
         self.times[name] = round(distill(self.tag, *args), 1)
-        self.file.write_text(json.dumps(self.times, indent=1))
+        write_json(self.file, self.times)

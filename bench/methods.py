@@ -118,7 +118,7 @@ def main() -> None:
               "--output", str(run / f"eval-{method}"), *evals)  # fmt: skip
 
     load = lambda p: json.loads((run / p).read_text())  # noqa: E731
-    from distill.records import read_jsonl
+    from distill.records import read_jsonl, write_json
 
     generated = sum(int(r.get("completion_tokens") or 0) for r in read_jsonl(run / "gen/traces.jsonl"))
     rows = []
@@ -141,7 +141,7 @@ def main() -> None:
                 "train_seconds": seconds,
             }
         )
-    (run / "methods.json").write_text(json.dumps({"table": rows, "times": stage.times}, indent=1))
+    write_json(run / "methods.json", {"table": rows, "times": stage.times})
     print(
         "\n| method | pass@1 | ± | correct | teacher tokens generated | teacher tokens scored | generate s | train s |"
     )

@@ -200,8 +200,7 @@ def run(cfg: TrainConfig) -> dict:
     prompts = load_prompts_for(cfg)
     if cfg.onpolicy_lambda < 1.0 and not any(p["completion"] for p in prompts):
         raise DistillError("onpolicy_lambda < 1 takes sequences from the teacher's traces, and --data has none")
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(cfg.output)  # created only when the trained model is saved: a failed run leaves nothing
 
     random.seed(st["seed"])
     torch.manual_seed(st["seed"])
@@ -362,6 +361,7 @@ def run(cfg: TrainConfig) -> dict:
             print(f"[distill] onpolicy {json.dumps(entry)}", flush=True)
 
     seconds = time.monotonic() - start_time
+    out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".saving"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
@@ -381,9 +381,9 @@ def run(cfg: TrainConfig) -> dict:
         "same_tokenizer": same,
         **totals,
     }
-    write_json(out / "train_metrics.json", metrics)
-    (out / "log_history.json").write_text(json.dumps(history, indent=1))
+    write_json(out / "log_history.json", history)
     config_mod.save(cfg, out, extra={"resolved_model": path})
+    write_json(out / "train_metrics.json", metrics)  # last: its presence says the run finished
     if cfg.push_to_hub:
         from distill.modelcard import push_model
 

@@ -70,3 +70,8 @@ def test_onpolicy_needs_a_teacher_server_and_steps(tmp_path, student_path):
             run(TrainConfig(**base, teacher_url=teacher.url))
         with pytest.raises(DistillError, match="jsd"):
             run(TrainConfig(**base, teacher_url=teacher.url, onpolicy_lambda=0.5, sft={"max_steps": 1}))
+        # a run that fails while loading (here: the teacher's tokenizer) leaves no output folder behind
+        missing = str(tmp_path / "no-teacher")
+        with pytest.raises(DistillError, match="no-teacher does not exist"):
+            run(TrainConfig(**base, teacher_url=teacher.url, teacher=missing, sft={"max_steps": 1}))
+    assert not (tmp_path / "op").exists()
