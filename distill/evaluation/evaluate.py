@@ -1,0 +1,257 @@
+"""`distill eval`: pass@1 (and pass@k) of one or several models on a benchmark (eval/<name>.yaml), served with vLLM.
+
+    distill eval --model runs/student --output runs/eval-student             # built-in held-out split
+    distill eval --model runs/student --tasks sample --output runs/eval-sample
+    distill eval --model embedded:student runs/student embedded:teacher --output runs/compare   # one table
+    distill eval --model runs/student-7b --tasks aime24                       # the benchmark's own protocol
+
+Sampling (temperature, top_p, max_tokens, k samples) and the prompt template come from the flags when
+given, else from the benchmark definition (eval/aime24.yaml holds R1's protocol), else greedy, 1024
+tokens, one sample. Answers are checked by the benchmark's verifier: math (math-verify), multiple
+choice (a letter), or code (the solution runs on the problem's tests in distill's sandbox).
+
+Writes DIR/samples.jsonl (one row per sample, with the verdict), DIR/results.json and the config; with
+several models each gets DIR/<name>/ and DIR/comparison.md holds the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+
+from distill.common import config as config_mod
+from distill.common.client import Job, Result, build_messages, run_jobs, sampling_params
+from distill.common.config import DEFAULT_PROMPT_TEMPLATE
+from distill.common.errors import DistillError
+from distill.common.records import write_json, write_jsonl
+from distill.common.server import has_cuda, servers_for
+from distill.evaluation.config import EvalConfig
+from distill.evaluation.metrics import mean_pass_at_k
+from distill.problems.benchmarks import (
+    CODE_PROMPT_TEMPLATE,
+    Benchmark,
+    check_protocol,
+    code_problem,
+    code_tests,
+    load_benchmark,
+    load_benchmark_prompts,
+)
+from distill.verification.answers import Verdict, verify_choice, verify_many
+from distill.verification.code_verify import verify_code
+
+
+def run(cfg: EvalConfig) -> dict:
+    """Evaluate every --model; with several, each into <output>/<name>/ plus a comparison table.
+    Returns the one model's summary, or {"models": [summaries...], "table": markdown} for several."""
+    bench = load_benchmark(cfg.tasks)
+    if len(cfg.model) == 1:
+        return run_one(cfg, bench)
+    if cfg.server_url:
+        raise DistillError(
+            "several --model values need eval to start each model's server itself: drop --server-url, or run "
+            "`distill eval` once per running server"
+        )
+    out = Path(cfg.output)
+    summaries = []
+    for model, name in zip(cfg.model, folder_names(cfg.model), strict=True):
+        print(f"[distill] eval: model {len(summaries) + 1}/{len(cfg.model)}: {model} -> {out / name}", flush=True)
+        summaries.append(run_one(dataclasses.replace(cfg, model=[model], output=str(out / name)), bench))
+    table = comparison_table(summaries)
+    write_json(out / "comparison.json", {"tasks": bench.name, "models": summaries})
+    (out / "comparison.md").write_text(f"# {bench.name}\n\n{table}\n")
+    print(table, flush=True)
+    return {"models": summaries, "table": table}
+
+
+def folder_names(models: list[str]) -> list[str]:
+    """A short, distinct folder name per model spec: embedded:student -> embedded-student,
+    runs/student -> student, Qwen/Qwen2.5-7B -> Qwen2.5-7B (a repeated name gets -2, -3, ...)."""
+    names: list[str] = []
+    for m in models:
+        base = m.rstrip("/").replace(":", "-").split("/")[-1] or "model"
+        name, n = base, 1
+        while name in names:
+            n += 1
+            name = f"{base}-{n}"
+        names.append(name)
+    return names
+
+
+def comparison_table(summaries: list[dict]) -> str:
+    """Markdown: one row per model with pass@1 +- stderr, pass@k, by level, length and truncation."""
+    ks = sorted({int(k) for s in summaries for k in s["pass@k"] if int(k) > 1})
+    levels = sorted({lvl for s in summaries for lvl in s["pass@1_by_level"]}, key=int)
+    head = ["model", "pass@1", *(f"pass@{k}" for k in ks)]
+    head += [f"L{lvl}" for lvl in levels] if len(levels) > 1 else []
+    head += ["samples", "mean tokens", "truncated"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summaries:
+        se = s["pass@1_stderr"]
+        cells = [str(s["model"]), f"{s['pass@1']:.3f}" + (f" ± {se:.3f}" if se is not None else "")]
+        cells += [f"{s['pass@k'][str(k)]:.3f}" if str(k) in s["pass@k"] else "" for k in ks]
+        if len(levels) > 1:
+            cells += [f"{s['pass@1_by_level'][lvl]:.2f}" if lvl in s["pass@1_by_level"] else "" for lvl in levels]
+        cells += [str(s["samples"]), f"{s['mean_completion_tokens']:.0f}", str(s["truncated"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def protocol(cfg: EvalConfig, bench: Benchmark) -> dict:
+    """Sampling and prompt: the flag when given, else the benchmark definition's value, else the default."""
+
+    def pick(name: str, default: object) -> tuple[object, str]:
+        flag, defined = getattr(cfg, name), getattr(bench, name)
+        if flag not in (None, ""):
+            return flag, "flag"
+        if defined not in (None, ""):
+            return defined, "benchmark"
+        return default, "default"
+
+    template_default = CODE_PROMPT_TEMPLATE if bench.verifier == "code" else DEFAULT_PROMPT_TEMPLATE
+    values = {
+        "num_samples": pick("num_samples", 1),
+        "temperature": pick("temperature", 0.0),
+        "top_p": pick("top_p", 1.0),
+        "max_tokens": pick("max_tokens", 1024),
+        "prompt_template": pick("prompt_template", template_default),
+    }
+    check_protocol(*(values[k][0] for k in ("prompt_template", "temperature", "top_p", "max_tokens", "num_samples")),
+                   where="eval")  # fmt: skip
+    return {k: v for k, (v, _) in values.items()} | {"sources": {k: src for k, (_, src) in values.items()}}
+
+
+def run_one(cfg: EvalConfig, bench: Benchmark) -> dict:
+    model_spec = cfg.model[0]
+    proto = protocol(cfg, bench)
+    k = int(proto["num_samples"])
+    problems = load_benchmark_prompts(bench, num_prompts=cfg.num_prompts, levels=cfg.levels, seed=cfg.seed)
+    if bench.verifier == "code":
+        for p in problems:
+            p["tests"] = code_tests(p)
+    missing = [p["id"] for p in problems if not (p["tests"] if bench.verifier == "code" else p["answer"].strip())]
+    if missing:
+        what = "tests" if bench.verifier == "code" else "gold answer"
+        raise DistillError(f"benchmark {bench.name}: {len(missing)} problems have no {what} (first: {missing[0]})")
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    serve = dataclasses.replace(cfg.serve, model=model_spec)
+    params = sampling_params(float(proto["temperature"]), float(proto["top_p"]), int(proto["max_tokens"]))
+    shown = ", ".join(f"{key} {proto[key]}" for key in ("temperature", "top_p", "max_tokens", "num_samples"))
+    from_bench = [key for key, src in proto["sources"].items() if src == "benchmark"]
+    print(
+        f"[distill] eval {bench.name}: {shown}"
+        + (f" ({', '.join(from_bench)} from {bench.definition})" if from_bench else ""),
+        flush=True,
+    )
+    if params["top_p"] < 1.0 and not cfg.server_url and not has_cuda():
+        print(
+            f"[distill] note: top_p {params['top_p']} on CPU sorts the whole vocabulary for every token (about 3x "
+            "slower for a 152k vocabulary); pass --top-p 1.0 for a quick CPU run",
+            flush=True,
+        )
+    template = str(proto["prompt_template"])
+    text = code_problem if bench.verifier == "code" else (lambda p: p["problem"])
+    jobs = [Job(p["id"], s, build_messages(text(p), template), None, p) for p in problems for s in range(k)]
+    results: dict[tuple[str, int], Result] = {}
+    with servers_for(cfg.server_url, cfg.served_model_name, serve, log_dir=out) as servers:
+        model = servers[0].model
+        stats = asyncio.run(
+            run_jobs(
+                servers,
+                jobs,
+                params,
+                lambda r: results.__setitem__((r.job.id, r.job.sample), r),
+                cfg.concurrency,
+                600.0,
+                "eval",
+            )
+        )
+    failed = [r for r in results.values() if r.error]
+    if failed:
+        raise DistillError(f"{len(failed)} eval requests failed (first: {failed[0].error})")
+
+    keys = [(p["id"], s) for p in problems for s in range(k)]
+    verdict = dict(zip(keys, check_answers(bench, [results[key] for key in keys], cfg.timeout), strict=True))
+    rows = []
+    for key in keys:
+        r, v = results[key], verdict[key]
+        rows.append(
+            {
+                **{f: val for f, val in r.job.meta.items() if f != "tests"},
+                "sample": key[1],
+                "completion": r.completion,
+                "finish_reason": r.finish_reason,
+                "completion_tokens": r.completion_tokens,
+                "correct": v.correct,
+                "verify_reason": v.reason,
+                "extracted": v.extracted,
+            }
+        )
+    summary = {
+        "model": model_spec,
+        "served_model": model,
+        "tasks": bench.name,
+        "benchmark": dataclasses.asdict(bench),
+        **score(problems, verdict, k),
+        "mean_completion_tokens": sum(r["completion_tokens"] for r in rows) / len(rows),
+        "truncated": sum(r["finish_reason"] == "length" for r in rows),
+        "tokens_per_s": stats["tokens_per_s"],
+        "sampling": {**params, "num_samples": k},
+        "prompt_template": template,
+        "protocol_sources": proto["sources"],
+    }
+    write_jsonl(out / "samples.jsonl", rows)
+    write_json(out / "results.json", summary)
+    config_mod.save(dataclasses.replace(cfg, **{f: proto[f] for f in proto if f != "sources"}), out)
+    extra = f" ± {summary['pass@1_stderr']:.3f}" if summary["pass@1_stderr"] is not None else ""
+    print(
+        f"[distill] eval {model_spec}: pass@1 {summary['pass@1']:.3f}{extra} ({summary['correct']}/{summary['samples']} "
+        f"samples, {k} per problem) on {bench.name}; "
+        f"by level {', '.join(f'L{lvl} {v:.2f}' for lvl, v in summary['pass@1_by_level'].items())}"
+        + "".join(f"; pass@{kk} {v:.3f}" for kk, v in summary["pass@k"].items() if int(kk) > 1),
+        flush=True,
+    )
+    return summary
+
+
+def check_answers(bench: Benchmark, results: list[Result], timeout: float) -> list[Verdict]:
+    """A verdict per result, by the benchmark's verifier. Code runs each sample's tests in the sandbox
+    (`timeout` CPU seconds per test case), several samples at once from a thread pool."""
+    if bench.verifier == "code":
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(r: Result) -> Verdict:
+            return verify_code(
+                r.completion, r.job.meta["tests"], r.finish_reason, cpu_seconds=timeout, wall_seconds=2 * timeout
+            )
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            return list(pool.map(one, results))
+    items = [(str(r.job.meta["answer"]), r.completion, r.finish_reason) for r in results]
+    if bench.verifier == "multiple_choice":
+        return [verify_choice(*item) for item in items]
+    return verify_many(items, timeout=timeout, workers=os.cpu_count() or 1)
+
+
+def score(problems: list[dict], verdict: dict, k: int) -> dict:
+    """pass@1 averaged over the k samples of each problem (with its standard error over problems), the
+    unbiased pass@k for k = 1, 2, 4, ... up to the samples drawn, and pass@1 by difficulty level."""
+    counts = [(k, sum(verdict[(p["id"], s)].correct for s in range(k))) for p in problems]
+    p1, se = mean_pass_at_k(counts, 1)
+    ks = [kk for kk in (1, 2, 4, 8, 16, 32, 64, 128, 256) if kk <= k]
+    by_level: dict[int, list[float]] = defaultdict(list)
+    for p, (_, c) in zip(problems, counts, strict=True):
+        by_level[p.get("level", 0)].append(c / k)
+    return {
+        "n": len(problems),
+        "samples": len(problems) * k,
+        "correct": sum(c for _, c in counts),
+        "pass@1": p1,
+        "pass@1_stderr": None if math.isnan(se) else se,
+        "pass@k": {str(kk): mean_pass_at_k(counts, kk)[0] for kk in ks},
+        "pass@1_by_level": {str(lvl): sum(v) / len(v) for lvl, v in sorted(by_level.items())},
+    }

@@ -1,0 +1,310 @@
+"""`distill generate`: n reasoning traces per prompt from a teacher behind OpenAI-compatible servers.
+
+    distill generate --output runs/gen --num-prompts 64 --num-samples 4
+    distill generate --server-url http://node1:8000/v1 http://node2:8000/v1 --output runs/gen ...
+
+Writes DIR/traces.jsonl (one row per sample, appended and flushed as each arrives, see distill.common.records),
+DIR/failures.jsonl (samples that failed after their retries in the last run), DIR/summary.json,
+DIR/run.json (the settings that determine the results) and DIR/distill_config.yaml. Without
+--server-url it starts vLLM for --teacher and stops it at the end.
+
+Crash safety: each (id, sample) is written once. A run killed at any moment (even SIGKILL) leaves
+complete rows plus at most one torn last line; the same command run again cuts the torn line and
+requests only the missing samples. A resume whose sampling settings, prompts or teacher differ from the
+first run's is refused (--overwrite starts a new run). A lock file keeps two runs from writing one file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from distill.common import config as config_mod
+from distill.common.client import SAMPLING_KEYS, Job, Result, build_messages, run_jobs, sampling_params
+from distill.common.errors import DistillError
+from distill.common.hub import push_dataset
+from distill.common.models import model_name
+from distill.common.records import assistant_text, read_jsonl, truncate_torn_tail, write_json
+from distill.common.server import Server, connect_all, servers_for
+from distill.generation.config import GenerateConfig
+from distill.problems.prompts import load_prompts
+
+TRACES = "traces.jsonl"
+FAILURES = "failures.jsonl"
+RUN_FILE = "run.json"
+LOCK_FILE = ".distill-generate.lock"
+# Settings that change what the teacher writes: a resume must match the first run on each of these.
+# num_prompts and num_samples may grow (a resume then adds the new samples).
+FINGERPRINT_KEYS = (
+    "dataset",
+    "split",
+    "problem_column",
+    "answer_column",
+    "id_column",
+    "levels",
+    "seed",
+    "prompt_template",
+    "system_prompt",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "per_request_seed",
+    "logprobs",
+)
+
+
+def sample_seed(seed: int, pid: str, sample: int) -> int:
+    """A per-request sampling seed that is stable across runs and processes."""
+    return (seed * 1_000_003 + zlib.crc32(pid.encode()) * 64 + sample) % (2**31 - 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# The output folder: lock, fingerprint, resume
+
+
+def output_file(output: str | Path) -> Path:
+    """generate writes into a folder; a path ending in .jsonl names the traces file itself."""
+    out = Path(output)
+    return out if out.suffix == ".jsonl" else out / TRACES
+
+
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the output folder for the whole run (released by the kernel on any exit)."""
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise DistillError(
+                f"another `distill generate` (pid {holder}) is writing to {folder}; wait for it or use another --output"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def fingerprint(cfg: GenerateConfig, teacher: str) -> dict:
+    return {"teacher": teacher, **{k: getattr(cfg, k) for k in FINGERPRINT_KEYS}}
+
+
+def check_resume(folder: Path, path: Path, current: dict) -> None:
+    """Refuse to append to traces made with other settings; name each difference."""
+    run_file = folder / RUN_FILE
+    if run_file.is_file():
+        try:
+            before = json.loads(run_file.read_text()).get("fingerprint", {})
+        except (OSError, ValueError):
+            before = {}
+        source = str(run_file)
+    else:  # traces from elsewhere, or from a run killed before run.json was written: check what rows say
+        first = next(iter(read_jsonl(path, allow_torn_tail=True)), None) or {}
+        sampling = first.get("sampling") or {}
+        before = {
+            "teacher": first.get("teacher"),
+            **{k: sampling.get(k) for k in ("temperature", "top_p", "max_tokens")},
+        }
+        before = {k: v for k, v in before.items() if v is not None}
+        source = f"the first row of {path}"
+    diffs = [f"{k}: {before[k]!r} -> {v!r}" for k, v in current.items() if k in before and before[k] != v]
+    if diffs:
+        raise DistillError(
+            f"{path} was made with other settings ({'; '.join(diffs)}; see {source}); resuming would mix them. "
+            "Use another --output, or --overwrite true to start a new run here"
+        )
+
+
+def _trace_row(res: Result, params: dict, teacher: str) -> dict:
+    p = res.job.meta
+    return {
+        "id": p["id"],
+        "sample": res.job.sample,
+        "problem": p["problem"],
+        "answer": p["answer"],
+        "domain": p.get("domain", "math"),
+        "level": p.get("level", 0),
+        "messages": res.job.messages
+        + [{"role": "assistant", "content": assistant_text(res.completion, res.reasoning)}],
+        "completion": res.completion,
+        "reasoning": res.reasoning,
+        "finish_reason": res.finish_reason,
+        "truncated": res.finish_reason == "length",
+        "prompt_tokens": res.prompt_tokens,
+        "completion_tokens": res.completion_tokens,
+        "teacher": teacher,
+        "sampling": {**{k: v for k, v in params.items() if k in SAMPLING_KEYS}, "seed": res.job.seed},
+        **({"teacher_logprobs": res.logprobs} if res.logprobs is not None else {}),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# The stage
+
+
+def run(cfg: GenerateConfig) -> dict:
+    if cfg.num_samples < 1:
+        raise DistillError("num_samples must be at least 1")
+    if cfg.logprobs < 0:
+        raise DistillError(f"--logprobs must be 0 (none) or a number of alternatives K, got {cfg.logprobs}")
+    if cfg.logprobs > 20 and not cfg.server_url and not any("max-logprobs" in a for a in cfg.serve.extra_args):
+        # vLLM refuses top_logprobs above its --max-logprobs (20 by default): raise it on the server we start
+        cfg = dataclasses.replace(
+            cfg,
+            serve=dataclasses.replace(
+                cfg.serve, extra_args=[*cfg.serve.extra_args, "--max-logprobs", str(cfg.logprobs)]
+            ),
+        )
+    if cfg.concurrency < 0:
+        raise DistillError("concurrency must be 0 (automatic) or more")
+    if cfg.max_retries < 0 or cfg.retry_backoff < 0:
+        raise DistillError("max_retries and retry_backoff must be 0 or more")
+    prompts = load_prompts(
+        cfg.dataset,
+        split=cfg.split,
+        num_prompts=cfg.num_prompts,
+        problem_column=cfg.problem_column,
+        answer_column=cfg.answer_column,
+        id_column=cfg.id_column,
+        levels=cfg.levels,
+        seed=cfg.seed,
+    )
+    messages = {p["id"]: build_messages(p["problem"], cfg.prompt_template, cfg.system_prompt) for p in prompts}
+    # Running servers are checked before anything is written (a dead URL fails within seconds).
+    remote = connect_all(cfg.server_url, cfg.served_model_name) if cfg.server_url else None
+    teacher = remote[0].model if remote else (cfg.serve.served_model_name or model_name(cfg.teacher))
+
+    path = output_file(cfg.output)
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    with locked(folder):
+        if cfg.overwrite:
+            for name in (path.name, FAILURES, RUN_FILE, "summary.json"):
+                (folder / name).unlink(missing_ok=True)
+        truncate_torn_tail(path)
+        current = fingerprint(cfg, teacher)
+        if path.exists() and path.stat().st_size:
+            check_resume(folder, path, current)
+        write_json(folder / RUN_FILE, {"fingerprint": current})
+        config_mod.save(cfg, folder)
+        done = {(r["id"], r["sample"]) for r in read_jsonl(path)} if path.exists() else set()
+        jobs = [
+            Job(
+                id=p["id"],
+                sample=s,
+                messages=messages[p["id"]],
+                seed=sample_seed(cfg.seed, p["id"], s) if cfg.per_request_seed else None,
+                meta=p,
+            )
+            for p in prompts
+            for s in range(cfg.num_samples)
+            if (p["id"], s) not in done
+        ]
+        if done:
+            print(f"[distill] resuming {path}: {len(done)} samples already written, {len(jobs)} to go", flush=True)
+        summary = _generate(cfg, remote, teacher, jobs, path, folder, len(prompts), len(done))
+    if cfg.push_to_hub and not summary["failed"]:
+        url = push_dataset(folder, cfg.push_to_hub)
+        print(f"[distill] pushed {folder} to {url}", flush=True)
+    return summary
+
+
+def _generate(
+    cfg: GenerateConfig,
+    remote: list[Server] | None,
+    teacher: str,
+    jobs: list[Job],
+    path: Path,
+    folder: Path,
+    n_prompts: int,
+    n_done: int,
+) -> dict:
+    params = sampling_params(cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.logprobs)
+    stats: dict = {"done": 0, "failed": 0, "retries": 0, "completion_tokens": 0, "seconds": 0.0, "tokens_per_s": 0.0}
+    errors: list[str] = []
+    finish: dict[str, int] = {}
+    interrupted = False
+    try:
+        if jobs:
+            with contextlib.ExitStack() as stack:
+                servers = remote or stack.enter_context(servers_for([], "", cfg.serve, log_dir=folder))
+                out = stack.enter_context(open(path, "a", encoding="utf-8"))
+                failures = stack.enter_context(open(folder / FAILURES, "w", encoding="utf-8"))
+
+                def on_result(res: Result) -> None:
+                    if res.error:
+                        errors.append(f"{res.job.id}#{res.job.sample}: {res.error}")
+                        failure = {"id": res.job.id, "sample": res.job.sample, "error": res.error}
+                        failures.write(json.dumps({**failure, "attempts": res.attempts}) + "\n")
+                        failures.flush()
+                        return
+                    finish[res.finish_reason] = finish.get(res.finish_reason, 0) + 1
+                    # One write of one whole line, flushed at once: a kill leaves at most a torn tail.
+                    out.write(json.dumps(_trace_row(res, params, teacher), ensure_ascii=False) + "\n")
+                    out.flush()
+
+                start = time.monotonic()
+                try:
+                    asyncio.run(
+                        run_jobs(
+                            servers,
+                            jobs,
+                            params,
+                            on_result,
+                            cfg.concurrency,
+                            cfg.request_timeout,
+                            retries=cfg.max_retries,
+                            stats=stats,
+                            backoff_base=cfg.retry_backoff,
+                        )
+                    )
+                finally:
+                    stats["seconds"] = round(time.monotonic() - start, 2)
+                    stats["tokens_per_s"] = round(stats["completion_tokens"] / max(stats["seconds"], 1e-9), 1)
+        else:
+            (folder / FAILURES).unlink(missing_ok=True)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        summary = {
+            "output": str(path),
+            "teacher": teacher,
+            "prompts": n_prompts,
+            "requested_samples": n_prompts * cfg.num_samples,
+            "already_done": n_done,
+            "written": stats["done"],
+            "failed": stats["failed"],
+            "retries": stats["retries"],
+            "finish_reasons": finish,
+            "truncated": finish.get("length", 0),
+            "completion_tokens": stats["completion_tokens"],
+            "seconds": stats["seconds"],
+            "tokens_per_s": stats["tokens_per_s"],
+            "interrupted": interrupted,
+            "errors": errors[:20],
+        }
+        write_json(folder / "summary.json", summary)
+    print(
+        f"[distill] generate: {stats['done']} samples written to {path} "
+        f"({stats['completion_tokens']} tokens, {stats['tokens_per_s']:.0f} tok/s, {stats['seconds']:.0f} s); "
+        f"{summary['truncated']} truncated, {stats['retries']} retries, {stats['failed']} failed",
+        flush=True,
+    )
+    if stats["failed"]:
+        raise DistillError(
+            f"{stats['failed']} samples failed after {cfg.max_retries} retries (first: {errors[0]}; all in "
+            f"{folder / FAILURES}); run the same command again to retry them"
+        )
+    return summary

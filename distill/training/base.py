@@ -1,0 +1,476 @@
+"""What every `distill train` method shares: kept rows, the tokenizer and its stop token, TRL's
+training arguments, loading the student, LoRA/QLoRA, resume, and saving (then the Hub push).
+
+SFT (distill.training.sft), logit KD (distill.training.kd) and on-policy distillation
+(distill.training.onpolicy) each build a `transformers.Trainer` from these pieces and hand it to
+`train_and_save`; none of them saves, resumes or pushes on its own.
+
+Stopping: a student trained from a BASE model never learns to stop when the token its chat template
+ends a turn with is not the EOS token it is trained and served with (open-r1 #492, #603). Before any
+weights are loaded, one example is tokenized the way TRL does it and the last supervised token must
+be the EOS token; the saved generation_config lists it so vLLM stops there.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTConfig
+from trl.data_utils import _tokenize, common_prefix_length  # TRL's own tokenization, so checks see what it trains on
+
+from distill.common import config as config_mod
+from distill.common.errors import DistillError
+from distill.common.hub import check_repo_id
+from distill.common.records import KEPT, read_jsonl, write_json
+from distill.common.resources import CHAT_TEMPLATES
+from distill.common.server import has_cuda
+from distill.training.config import SFT_DEFAULTS, TrainConfig
+from distill.training.modelcard import push_model
+
+CHECKPOINTS = "checkpoints"  # <output>/checkpoints: the Trainer's output_dir
+ADAPTER = "adapter"  # <output>/adapter: the LoRA adapter when --merge-lora put a merged model in <output>
+
+
+def load_sft_rows(path: str | Path, max_examples: int = 0, keep: dict[str, str] | None = None) -> list[dict]:
+    """Kept rows -> [{prompt: [...], completion: [assistant turn]}], checking each row's messages.
+
+    `keep` maps further keys every row must have to the error's explanation when one lacks it; their
+    values are carried into the result, with `where` ("FILE, row N") for later errors."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / KEPT
+    rows = []
+    for n, row in enumerate(read_jsonl(p), start=1):
+        msgs = row.get("messages")
+        if not isinstance(msgs, list) or len(msgs) < 2:
+            raise DistillError(f"{p}, row {n}: 'messages' must be a list of at least a prompt and an answer turn")
+        for m in msgs:
+            if not isinstance(m, dict) or not isinstance(m.get("content"), str) or "role" not in m:
+                raise DistillError(f"{p}, row {n}: each message needs a 'role' and a text 'content'")
+        if msgs[-1]["role"] != "assistant":
+            raise DistillError(f"{p}, row {n}: the last message must be the assistant's answer")
+        extra = {}
+        for key, why in (keep or {}).items():
+            if key not in row:
+                raise DistillError(f"{p}, row {n}: no {key!r}: {why}")
+            extra[key] = row[key]
+        rows.append(
+            {"prompt": msgs[:-1], "completion": msgs[-1:], **({"where": f"{p}, row {n}", **extra} if keep else {})}
+        )
+        if max_examples and len(rows) >= max_examples:
+            break
+    if not rows:
+        raise DistillError(f"{p}: no training rows (did `distill filter` keep any trace?)")
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Resume
+
+
+def resume_checkpoint(cfg: TrainConfig) -> str | None:
+    """The checkpoint to resume from: with --resume, the last one in <output>/checkpoints (an error when
+    there is none); without it, None, and an error when checkpoints of an earlier run are there, since a
+    new run would write its checkpoints among them and a later --resume could pick the old run's."""
+
+    explicit = cfg.sft.get("resume_from_checkpoint")
+    if explicit:
+        if not Path(explicit).is_dir():
+            raise DistillError(f"resume_from_checkpoint: {explicit} is not a checkpoint folder")
+        return str(explicit)
+    folder = Path(cfg.output) / CHECKPOINTS
+    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if not cfg.resume:
+        if last:
+            raise DistillError(
+                f"{folder} holds checkpoints of an earlier run (last: {Path(last).name}): pass --resume true to "
+                "continue it, or another --output (or delete that folder) to start over"
+            )
+        return None
+    if not last:
+        strategy = {**SFT_DEFAULTS, **cfg.sft}.get("save_strategy")
+        raise DistillError(
+            f"--resume: no checkpoint in {folder} to resume from (this recipe saves them with save_strategy "
+            f"{strategy!r}); train without --resume to start from the beginning"
+        )
+    if not (Path(last) / "trainer_state.json").is_file():
+        raise DistillError(
+            f"--resume: the last checkpoint {last} is incomplete (no trainer_state.json; the run probably stopped "
+            "while saving it): delete it to resume from the one before"
+        )
+    return last
+
+
+# --------------------------------------------------------------------------------------------------
+# Chat template and the token that ends an assistant turn
+
+
+def resolve_chat_template(spec: str) -> Path:
+    """A .jinja file path, or a template name under recipes/chat_templates/ (with or without .jinja)."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    named = CHAT_TEMPLATES / (spec if spec.endswith(".jinja") else f"{spec}.jinja")
+    if named.is_file():
+        return named
+    names = ", ".join(sorted(p.stem for p in CHAT_TEMPLATES.glob("*.jinja"))) or "none"
+    raise DistillError(f"chat_template {spec!r} is neither a file nor a template in {CHAT_TEMPLATES} ({names})")
+
+
+def configure_tokenizer(tokenizer: Any, cfg: Any, model_name: str) -> None:
+    """Apply --chat-template and --eos-token to the tokenizer (it is saved with the student, so vLLM uses
+    the same template and stops at the same token), and give it a pad token when it has none.
+
+    `cfg` is any config with `chat_template` and `eos_token` fields (TrainConfig; `distill grpo` shares it)."""
+    if cfg.chat_template:
+        tokenizer.chat_template = resolve_chat_template(cfg.chat_template).read_text(encoding="utf-8")
+    elif not tokenizer.chat_template:
+        raise DistillError(
+            f"{model_name}'s tokenizer has no chat template: set chat_template (e.g. chatml-think with "
+            "eos_token '<|im_end|>' for Qwen models, llama3-think with '<|eot_id|>' for Llama 3)"
+        )
+    if cfg.eos_token:
+        if cfg.eos_token not in tokenizer.get_vocab():
+            specials = ", ".join(str(t) for t in list(tokenizer.added_tokens_decoder.values())[:12])
+            raise DistillError(
+                f"eos_token {cfg.eos_token!r} is not a token of {model_name}'s tokenizer (its added tokens: {specials})"
+            )
+        tokenizer.eos_token = cfg.eos_token
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def supervised_example(tokenizer: Any, row: dict, completion_only: bool = True) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of one prompt/completion row, tokenized the way TRL's SFTTrainer does it:
+    the prompt with the generation prompt, prompt + completion in full, the completion starting where the
+    two diverge; labels are -100 on the prompt (when the loss is completion-only)."""
+
+    kwargs = {"chat_template": None, "tools": None}
+    prompt_ids = _tokenize(tokenizer, row["prompt"], add_generation_prompt=True, **kwargs)["input_ids"]
+    input_ids = list(_tokenize(tokenizer, row["prompt"] + row["completion"], **kwargs)["input_ids"])
+    start = common_prefix_length(prompt_ids, input_ids) if completion_only else 0
+    return input_ids, [-100] * start + input_ids[start:]
+
+
+def check_stop_token(tokenizer: Any, labels: list[int], where: str = "") -> None:
+    """A DistillError unless the last supervised token (after any whitespace the template adds after the
+    turn, like ChatML's newline) is the tokenizer's EOS token: otherwise the student is never trained to
+    emit the token generation stops at, and it generates until max_tokens."""
+    eos, eos_id = tokenizer.eos_token, tokenizer.eos_token_id
+    supervised = [t for t in labels if t != -100]
+    if not supervised:
+        raise DistillError(
+            f"{where}no token of the assistant's answer is trained on (every label is -100): check "
+            "completion_only_loss and assistant_only_loss"
+        )
+    i = len(supervised) - 1
+    while i > 0 and supervised[i] != eos_id and not tokenizer.decode([supervised[i]]).strip():
+        i -= 1
+    last = supervised[i]
+    if last == eos_id:
+        return
+    ending = "…" + tokenizer.decode(supervised[max(0, i - 16) : i + 1])[-24:]
+    if last in tokenizer.added_tokens_decoder:
+        token = str(tokenizer.added_tokens_decoder[last])
+        fix = (
+            f"set eos_token: {token!r} (--eos-token '{token}') so the student is trained to emit the token the "
+            "chat template ends a turn with"
+        )
+    else:
+        fix = (
+            "set chat_template to one that ends each assistant turn with a special token and eos_token to that "
+            "token (e.g. chatml-think with '<|im_end|>')"
+        )
+    raise DistillError(
+        f"{where}the chat template ends the assistant's answer with {ending!r}, not with the EOS token {eos!r} "
+        f"(id {eos_id}): trained this way the student never learns to stop and generates until max_tokens; {fix}"
+    )
+
+
+def check_prepared(trainer: Any, tokenizer: Any, max_length: int | None, sample: int = 8) -> int:
+    """Check the stop token on TRL's own tokenized training rows (the first `sample`, skipping rows cut at
+    max_length, which end mid-answer). Returns how many rows were checked (0 when packed)."""
+    ds = trainer.train_dataset
+    names = getattr(ds, "column_names", None) or []
+    if "labels" not in names or "seq_lengths" in names:  # packed rows hold several examples each
+        return 0
+    head = ds.select(range(min(sample, len(ds))))
+    checked = 0
+    for ids, labels in zip(head["input_ids"], head["labels"], strict=True):
+        if max_length and len(ids) >= max_length:
+            continue
+        check_stop_token(tokenizer, labels, where="in TRL's tokenized training data, ")
+        checked += 1
+    return checked
+
+
+# --------------------------------------------------------------------------------------------------
+# LoRA / QLoRA
+
+
+def lora_config(cfg: TrainConfig) -> Any:
+    """peft.LoraConfig from the lora_* fields (alpha 0: twice the rank)."""
+    targets = cfg.lora.lora_target_modules.strip()
+    target_modules: str | list[str] = (
+        targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    )
+    return LoraConfig(
+        r=cfg.lora.lora_r,
+        lora_alpha=cfg.lora.lora_alpha or 2 * cfg.lora.lora_r,
+        lora_dropout=cfg.lora.lora_dropout,
+        target_modules=target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _quantization() -> dict:
+    """from_pretrained kwargs that load the frozen base in 4-bit NF4 for QLoRA. Under ZeRO-3/FSDP the
+    4-bit weights are stored as bf16 so they can be sharded; otherwise each process puts its copy on its GPU."""
+
+    sharded = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or (
+        os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    )
+    kwargs: dict[str, Any] = {
+        "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_quant_storage=torch.bfloat16,
+        )
+    }
+    if not sharded:
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    return kwargs
+
+
+def check_hardware(cfg: TrainConfig, gpu: bool) -> None:
+    if cfg.requires_gpu and not gpu:
+        raise DistillError(
+            f"the {cfg.size} recipe trains {cfg.model} and needs CUDA GPUs, and this machine has none; "
+            "run it on a GPU machine, or use --size tiny here"
+        )
+    if cfg.lora.load_in_4bit:
+        if not gpu:
+            raise DistillError(
+                "load_in_4bit (QLoRA) needs CUDA GPUs (bitsandbytes 4-bit kernels), and this machine has none; "
+                "drop --load-in-4bit to train LoRA on full-precision weights"
+            )
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise DistillError("load_in_4bit (QLoRA) needs bitsandbytes: pip install bitsandbytes")
+    if cfg.lora.lora_r and importlib.util.find_spec("peft") is None:
+        raise DistillError("lora_r needs peft: pip install 'peft>=0.17'")
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class Prepared:
+    """A trainer ready to train, with what saving needs afterwards."""
+
+    trainer: Any
+    tokenizer: Any
+    model: Any  # the transformers model (under the PEFT wrapper when LoRA)
+    rows: list[dict]
+    path: str  # the resolved base model (folder or Hub id)
+    out: Path
+    resume_from: str | None
+    checked_rows: int
+    stats: dict = field(default_factory=dict)  # method-specific numbers for train_metrics.json
+    finish: Callable[[], dict] | None = None  # more of them, known only after training (on-policy budgets)
+
+
+def is_main() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def checks_before_loading(cfg: TrainConfig) -> str | None:
+    """What fails fast, before any weights load: hardware, keys distill replaces, the Hub repo id, the
+    checkpoint to resume from (returned)."""
+
+    check_hardware(cfg, has_cuda())
+    if "chat_template_path" in cfg.sft:
+        raise DistillError("use chat_template instead of chat_template_path: distill checks the template's stop token")
+    if cfg.push_to_hub:
+        check_repo_id(cfg.push_to_hub)
+    return resume_checkpoint(cfg)
+
+
+def training_args(cfg: TrainConfig, out: Path, drop: tuple[str, ...] = (), force: dict | None = None) -> Any:
+    """trl.SFTConfig from distill's defaults and the recipe, CPU-aware, without the keys in `drop` and with
+    the values in `force` (a method's requirements)."""
+    kwargs = {**SFT_DEFAULTS, **cfg.sft}
+    for key in drop:
+        kwargs.pop(key, None)
+    kwargs.update(force or {})
+    if cfg.eos_token:
+        kwargs["eos_token"] = cfg.eos_token  # TRL mirrors it into the model's config and generation_config
+    if not torch.cuda.is_available():
+        kwargs["use_cpu"] = True
+        # FlashAttention, Liger and padding-free packing are GPU-only; drop them rather than crash.
+        for key in ("use_liger_kernel", "padding_free"):
+            kwargs.pop(key, None)
+    try:
+        return SFTConfig(output_dir=str(out / CHECKPOINTS), **kwargs)
+    except (TypeError, ValueError) as e:
+        raise DistillError(f"invalid training settings: {e}") from None
+
+
+def load_student(cfg: TrainConfig, path: str, args: Any) -> Any:
+    """The student's weights: dtype from the args, the recipe's attention kernel on GPU, 4-bit for QLoRA;
+    its generation config lists the tokenizer's EOS (set by configure_tokenizer) as a stop token."""
+    model_kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if args.bf16 else torch.float32}
+    if cfg.attn_implementation and torch.cuda.is_available():
+        model_kwargs["attn_implementation"] = cfg.attn_implementation
+    if cfg.lora.load_in_4bit:
+        model_kwargs.update(_quantization())
+    return AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
+
+
+def announce(cfg: TrainConfig, rows: int, resume_from: str | None) -> None:
+    if not is_main():
+        return
+
+    method = "full fine-tuning"
+    if cfg.lora.lora_r:
+        method = f"{'QLoRA' if cfg.lora.load_in_4bit else 'LoRA'} r={cfg.lora.lora_r}"
+    where = "GPU" if torch.cuda.is_available() else "CPU"
+    print(
+        f"[distill] training {cfg.model} ({cfg.method}, {method}) on {rows} rows from {cfg.data} ({where})"
+        + (f", resuming from {resume_from}" if resume_from else ""),
+        flush=True,
+    )
+
+
+def add_eos_to_generation_config(model: Any, eos_id: int) -> None:
+    """List the EOS token first among the generation config's stop tokens (vLLM stops at any of them)."""
+    ids = model.generation_config.eos_token_id
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    if eos_id not in ids:
+        model.generation_config.eos_token_id = [eos_id, *ids] if ids else eos_id
+
+
+def replace_files(src: Path, dest: Path) -> list[str]:
+    """Move every file of `src` into `dest` (replacing), drop weights `dest` holds from an earlier run
+    that `src` does not (a stale full model next to a new adapter, say), remove `src`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    names = sorted(f.name for f in src.iterdir() if f.is_file())
+    weights = ("model", "adapter_model", "pytorch_model", "adapter_config", "config")
+    for old in dest.iterdir():
+        if old.is_file() and old.name not in names and old.name.startswith(weights) and old.suffix != ".yaml":
+            old.unlink()
+    for name in names:
+        (src / name).replace(dest / name)
+    shutil.rmtree(src, ignore_errors=True)
+    return names
+
+
+def merge_adapter(base: str, adapter: Path, dest: Path, dtype: Any, generation_config: Any, tokenizer: Any) -> None:
+    """Load the base in full precision (never the 4-bit copy QLoRA trained on), add the adapter, fold it
+    into the weights and save a plain transformers model with the student's tokenizer and stop tokens."""
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    merged.generation_config = generation_config
+    eos = generation_config.eos_token_id
+    merged.config.get_text_config().eos_token_id = eos[0] if isinstance(eos, list) else eos
+    merged.save_pretrained(str(dest))
+    tokenizer.save_pretrained(str(dest))
+
+
+def train_and_save(prep: Prepared, cfg: TrainConfig) -> dict:
+    """Train, then save the student into --output (whole files moved in from a staging folder, so a crash
+    never leaves a half-written model), merge the LoRA adapter when asked, write metrics and config, push."""
+    trainer, tokenizer, out = prep.trainer, prep.tokenizer, prep.out
+    start = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=prep.resume_from)
+    seconds = time.monotonic() - start
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+    main = trainer.is_world_process_zero()
+    tmp = out / ".saving"
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    if getattr(trainer, "is_fsdp_enabled", False):
+        # Checkpoints stay sharded (fast to write, resumable); under SHARDED_STATE_DICT save_model writes
+        # nothing at all, so the final save gathers one full state dict into ordinary safetensors.
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(tmp))  # every rank: ZeRO-3/FSDP gather the shards here
+    metrics: dict[str, Any] = {}
+    if main:
+        tokenizer.save_pretrained(str(tmp))
+        prep.model.generation_config.save_pretrained(str(tmp))  # with the EOS token: vLLM stops there
+        (tmp / "README.md").unlink(missing_ok=True)  # peft's template card; push writes distill's
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config says the same in YAML
+        if cfg.lora.lora_r and cfg.lora.merge_lora:
+            replace_files(tmp, out / ADAPTER)
+            merged = out / ".merging"
+            shutil.rmtree(merged, ignore_errors=True)
+            dtype = torch.bfloat16 if trainer.args.bf16 else torch.float32
+            merge_adapter(prep.path, out / ADAPTER, merged, dtype, prep.model.generation_config, tokenizer)
+            replace_files(merged, out)
+        else:
+            replace_files(tmp, out)
+        trainable = sum(getattr(p, "ds_numel", p.numel()) for p in trainer.model.parameters() if p.requires_grad)
+        metrics = {
+            "train_rows": len(prep.rows),
+            "steps": trainer.state.global_step,
+            "seconds": round(seconds, 1),
+            "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None,
+            "train_loss": result.training_loss,
+            "method": ("qlora" if cfg.lora.load_in_4bit else "lora") if cfg.lora.lora_r else "full",
+            "trainable_params": trainable,
+            "merged": bool(cfg.lora.lora_r and cfg.lora.merge_lora),
+            "resumed_from": prep.resume_from,
+            "world_size": trainer.args.world_size,
+            "distributed_type": str(getattr(trainer.args.distributed_state.distributed_type, "value", "")),
+            "eos_token": tokenizer.eos_token,
+            "eos_token_ids": prep.model.generation_config.eos_token_id,
+            "stop_token_checked_rows": prep.checked_rows,
+            **prep.stats,
+            **(prep.finish() if prep.finish else {}),
+        }
+        (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        config_mod.save(cfg, out, extra={"resolved_model": prep.path})
+        write_json(out / "train_metrics.json", metrics)  # last: its presence says the run finished
+        print(
+            f"[distill] train: {metrics['steps']} steps in {seconds:.0f} s, loss {metrics['first_loss']} -> "
+            f"{metrics['last_loss']}; {_saved_what(cfg, out, prep.path)}",
+            flush=True,
+        )
+        if cfg.push_to_hub:
+            url = push_model(out, cfg.push_to_hub, private=cfg.hub_private, eval_results=cfg.eval_results)
+            metrics["hub_url"] = url
+            write_json(out / "train_metrics.json", metrics)
+            print(f"[distill] pushed {out} to {url}", flush=True)
+    trainer.accelerator.wait_for_everyone()
+    return metrics
+
+
+def _saved_what(cfg: TrainConfig, out: Path, base: str) -> str:
+    """Where the student went and how to serve it."""
+    if not cfg.lora.lora_r:
+        return f"model saved to {out} (serve: vllm serve {out})"
+    if cfg.lora.merge_lora:
+        return f"adapter merged into the base weights and saved to {out}, adapter in {out / ADAPTER}"
+    return (
+        f"LoRA adapter saved to {out}; serve it with `vllm serve {base} --enable-lora --max-lora-rank {cfg.lora.lora_r} "
+        f"--lora-modules student={out} --chat-template {out}/chat_template.jinja --generation-config {out}`, "
+        "or train with --merge-lora true for a plain model"
+    )

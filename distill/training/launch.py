@@ -1,0 +1,138 @@
+"""`distill train --launcher ddp|zero2|zero3|fsdp`: re-run the same command under `accelerate launch`
+with recipes/accelerate/<launcher>.yaml on every GPU of every node; `--print-launch true` shows the
+command. The launched processes see DISTILL_LAUNCHED (and accelerate's own variables) and train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from distill.common.config import flat_fields
+from distill.common.errors import DistillError
+from distill.common.hub import check_repo_id
+from distill.common.records import KEPT
+from distill.common.resources import ACCELERATE_CONFIGS
+from distill.common.server import cuda_device_count
+from distill.training.base import resume_checkpoint
+from distill.training.config import LaunchOptions, TrainConfig
+
+# TrainConfig fields that say how to start the processes, not what to train: the launched command drops them.
+LAUNCH_KEYS = tuple(f.name for f in dataclasses.fields(LaunchOptions))
+# Set in the environment of a launched run (as are accelerate's and torchrun's own variables), so the
+# processes it starts train instead of launching again.
+LAUNCHED_ENV = "DISTILL_LAUNCHED"
+
+
+def inside_launch(env: dict[str, str] | None = None) -> bool:
+    """True in a process started by `accelerate launch`/torchrun (or by distill's own launch): such a
+    process trains; launching again from it would start processes recursively."""
+    env = os.environ if env is None else env
+    return any(key in env for key in (LAUNCHED_ENV, "LOCAL_RANK", "WORLD_SIZE", "ACCELERATE_MIXED_PRECISION"))
+
+
+def child_argv(args: argparse.Namespace) -> list[str]:
+    """The `train ...` arguments each launched process gets: what the user gave, minus the launch flags.
+
+    Rebuilt from the parsed flags (not the raw argv), so abbreviations and `--flag=value` spellings of
+    launch flags are dropped as reliably as the plain ones."""
+    given = vars(args)
+    argv = ["train"]
+    for f, _, _ in flat_fields(TrainConfig):
+        if f.name in given and f.name not in LAUNCH_KEYS:
+            value = given[f.name]
+            argv += ["--" + f.name.replace("_", "-"), *(map(str, value) if isinstance(value, list) else [str(value)])]
+    if given.get("config"):
+        argv += ["--config", str(given["config"])]
+    for item in given.get("overrides") or []:
+        if item.split("=", 1)[0].split(".")[0] not in LAUNCH_KEYS:
+            argv += ["--set", item]
+    return argv
+
+
+def shown(path: Path) -> str:
+    """A path as the user would type it: relative to the working directory when under it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def launch_command(cfg: TrainConfig, child: list[str], gpus_here: int | None = None) -> list[str]:
+    """`accelerate launch --config_file recipes/accelerate/<launcher>.yaml ... -m distill.cli <child>`.
+
+    `gpus_here` is this node's GPU count (None: ask torch); it is used when --num-gpus is 0. Processes:
+    num_nodes x GPUs per node; every node runs the same command with its own --machine-rank."""
+    launch = cfg.launch
+    if not launch.launcher:
+        raise DistillError("no launcher: set --launcher ddp|zero2|zero3|fsdp")
+    conf = ACCELERATE_CONFIGS / f"{launch.launcher}.yaml"
+    if not conf.is_file():
+        raise DistillError(f"accelerate config {conf} for --launcher {launch.launcher} does not exist")
+    gpus = launch.num_gpus or (cuda_device_count() if gpus_here is None else gpus_here)
+    if not gpus:
+        raise DistillError("--num-gpus is 0 and this machine has no CUDA GPU to count: pass --num-gpus N (per node)")
+    if launch.num_nodes > 1 and not launch.main_process_ip:
+        raise DistillError(
+            f"--num-nodes {launch.num_nodes} needs --main-process-ip: the address of the machine with --machine-rank 0"
+        )
+    cmd = ["accelerate", "launch", "--config_file", shown(conf)]
+    cmd += ["--num_processes", str(launch.num_nodes * gpus), "--num_machines", str(launch.num_nodes)]
+    if launch.num_nodes > 1:
+        cmd += ["--machine_rank", str(launch.machine_rank), "--main_process_ip", launch.main_process_ip]
+    cmd += ["--main_process_port", str(launch.main_process_port), "-m", "distill.cli", *child]
+    return cmd
+
+
+def execute(cmd: list[str]) -> int:
+    """Run a launch command to the end and return its exit status (128 + N when killed by signal N).
+
+    Its output streams straight to ours. The child runs in its own session, so a Ctrl-C on the terminal
+    reaches it once, through us: SIGINT and SIGTERM (Slurm's time limit, `kill`) are forwarded, and we
+    wait for the launched processes to finish their cleanup."""
+    exe = cmd[0]
+    if exe == "accelerate":
+        local = Path(sys.executable).parent / "accelerate"  # the one of this environment first
+        exe = str(local) if local.is_file() else shutil.which("accelerate") or ""
+        if not exe:
+            raise DistillError("`accelerate` is not installed in this environment: pip install accelerate")
+    env = {**os.environ, LAUNCHED_ENV: "1"}
+    print(f"[distill] launching: {shlex.join(cmd)}", flush=True)
+    try:
+        proc = subprocess.Popen([exe, *cmd[1:]], env=env, start_new_session=True)
+    except OSError as e:
+        raise DistillError(f"cannot start {exe}: {e}") from None
+
+    def forward(signum: int, frame: Any) -> None:  # noqa: ARG001
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if proc.poll() is None:  # we are leaving on an exception: do not orphan the training
+            proc.terminate()
+            proc.wait()
+    return code if code >= 0 else 128 - code
+
+
+def preflight(cfg: TrainConfig) -> None:
+    """The cheap checks of `prepare`, run once before launching: a bad repo id, missing data or a resume
+    problem is then one message, not one traceback per process after minutes of start-up."""
+    if cfg.push_to_hub:
+        check_repo_id(cfg.push_to_hub)
+    data = Path(cfg.data)
+    if not (data / KEPT if data.is_dir() else data).is_file():
+        raise DistillError(f"{data} does not exist: pass the kept.jsonl of `distill filter` (or its folder)")
+    resume_checkpoint(cfg)
