@@ -19,13 +19,15 @@ import re
 import shlex
 import shutil
 import socket
-import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from huggingface_hub import CommitOperationAdd, HfApi, get_token
+from huggingface_hub import errors as hf_errors
 
 from distill import __version__
 from distill.common.config import CONFIG_FILENAME, load_yaml
@@ -608,6 +610,53 @@ def stage(folder: str | Path, dest: str | Path, repo_id: str | None = None, lice
     return sorted([CARD, *(f.name for f in files)])
 
 
+def upload(
+    repo_id: str,
+    repo_type: str,
+    files: list[Path],
+    card: Callable[[str], str],
+    message: str,
+    private: bool = False,
+    token: str | None = None,
+    revision: str | None = None,
+    endpoint: str | None = None,
+) -> str:
+    """The one place distill writes to the Hub: create (or reuse) the repo, then one commit of `files` (by
+    their names) and the card `card(full repo id)` as README.md. Returns the repo URL (the branch's URL when
+    `revision` names one). `endpoint` overrides the Hub address (HF_ENDPOINT otherwise). Every Hub or network
+    failure is a one-line DistillError naming the repo and what failed."""
+    check_repo_id(repo_id)
+    api = HfApi(endpoint=endpoint, token=token)
+    action = f"creating the {repo_type} repo"
+    try:
+        url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        full_id = getattr(url, "repo_id", None) or repo_id  # "name" alone: the Hub puts it under the token's user
+        if revision:
+            action = f"creating branch {revision!r}"
+            api.create_branch(full_id, branch=revision, repo_type=repo_type, exist_ok=True)
+        names = [CARD, *(f.name for f in files)]
+        size = sum(f.stat().st_size for f in files)
+        action = f"uploading {len(names)} files ({size / 2**30:.2f} GiB): {', '.join(names)}"
+        operations = [CommitOperationAdd(path_in_repo=f.name, path_or_fileobj=str(f)) for f in files]
+        operations.append(CommitOperationAdd(path_in_repo=CARD, path_or_fileobj=card(full_id).encode("utf-8")))
+        api.create_commit(
+            repo_id=full_id,
+            repo_type=repo_type,
+            operations=operations,
+            revision=revision,
+            commit_message=message,
+            commit_description=f"Uploaded by distill {__version__}: {', '.join(names)}",
+        )
+    except (TypeError, AttributeError, NameError):
+        raise  # a bug here, not a Hub problem: keep the traceback
+    except DistillError:
+        raise
+    except Exception as e:
+        raise hub_error(e, repo_id, repo_type, action, api.endpoint, token) from e
+    base = str(url).rstrip("/")
+    return f"{base}/tree/{revision}" if revision else base
+
+
 def push_dataset(
     folder: str | Path,
     repo_id: str,
@@ -617,44 +666,23 @@ def push_dataset(
     endpoint: str | None = None,
     license: str = "other",
 ) -> str:
-    """Create (or reuse) the dataset repo `repo_id` and upload the staged folder in one commit.
-
-    Returns the repo URL (the branch's URL when `revision` names one). `endpoint` overrides the Hub
-    address (HF_ENDPOINT otherwise). Every Hub or network failure is a one-line DistillError.
-    """
-    check_repo_id(repo_id)
+    """Upload a generate or filter output folder as a Hub dataset: files_to_upload and the dataset card."""
     folder = Path(folder)
     layout = _layout(folder)
-    from huggingface_hub import HfApi
-
-    with tempfile.TemporaryDirectory(prefix="distill-push-") as tmp:
-        names = stage(folder, tmp, repo_id=repo_id, license=license)
-        api = HfApi(endpoint=endpoint, token=token)
-        action = "creating the dataset repo"
-        try:
-            url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-            full_id = getattr(url, "repo_id", None) or repo_id
-            if full_id != repo_id:  # "name" alone: the Hub put it under the token's user
-                (Path(tmp) / CARD).write_text(dataset_card(folder, repo_id=full_id, license=license), encoding="utf-8")
-            if revision:
-                action = f"creating branch {revision!r}"
-                api.create_branch(full_id, branch=revision, repo_type="dataset", exist_ok=True)
-            action = "uploading " + ", ".join(names)
-            rows = sum(_count_lines(folder / name) for _, name in layout.data)
-            api.upload_folder(
-                repo_id=full_id,
-                folder_path=tmp,
-                repo_type="dataset",
-                revision=revision,
-                commit_message=f"distill push: {layout.stage} output, {rows} rows",
-                commit_description=f"Uploaded from {folder.name} by distill {__version__}: {', '.join(names)}",
-            )
-        except (TypeError, AttributeError, NameError):
-            raise  # a bug here, not a Hub problem: keep the traceback
-        except Exception as e:
-            raise hub_error(e, repo_id, action, api.endpoint, token) from e
-    base = str(url).rstrip("/")
-    return f"{base}/tree/{revision}" if revision else base
+    files = files_to_upload(folder)
+    dataset_card(folder, repo_id=repo_id, license=license)  # a folder the card cannot describe fails before the Hub
+    rows = sum(_count_lines(folder / name) for _, name in layout.data)
+    return upload(
+        repo_id,
+        "dataset",
+        files,
+        card=lambda full_id: dataset_card(folder, repo_id=full_id, license=license),
+        message=f"distill push: {layout.stage} output, {rows} rows",
+        private=private,
+        token=token,
+        revision=revision,
+        endpoint=endpoint,
+    )
 
 
 def _count_lines(path: Path) -> int:
@@ -667,10 +695,10 @@ def _one_line(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def hub_error(e: Exception, repo_id: str, action: str, endpoint: str, token: str | None) -> DistillError:
+def hub_error(
+    e: Exception, repo_id: str, repo_type: str, action: str, endpoint: str, token: str | None
+) -> DistillError:
     """Turn a huggingface_hub / HTTP-client exception into one line: which repo, what failed, what to do."""
-    from huggingface_hub import errors as hf_errors
-
     name = type(e).__name__
     detail = _one_line(str(e)) or name
     status = getattr(getattr(e, "response", None), "status_code", None)
@@ -703,13 +731,11 @@ def hub_error(e: Exception, repo_id: str, action: str, endpoint: str, token: str
         why = f"cannot reach {endpoint} ({name}: {detail}); check the network connection and proxy settings, or HF_ENDPOINT"
     else:
         why = f"{name}: {detail}"
-    return DistillError(f"push to dataset repo {repo_id} failed while {action}: {why}")
+    return DistillError(f"push to {repo_type} repo {repo_id} failed while {action}: {why}")
 
 
 def _have_token() -> bool:
     try:
-        from huggingface_hub import get_token
-
         return get_token() is not None
     except Exception:  # an unreadable token file counts as none
         return False

@@ -119,6 +119,7 @@ def ensure_embedded(role: str) -> Path:
     if (target / "distill_embedded.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    # heavy (torch, transformers): needed once, to convert an embedded model; generate and eval never load them
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -11,6 +11,7 @@ were measured to matter: an explicit KV-cache size (the default memory share fai
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import json
 import os
@@ -151,8 +152,6 @@ def _die_with_parent() -> None:
     """In the server's process: get SIGTERM when distill dies, even by SIGKILL (Linux), so a killed
     run never leaves a vLLM server holding the GPUs or the port."""
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):

@@ -21,6 +21,7 @@ import dataclasses
 import math
 import os
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from distill.common import config as config_mod
@@ -222,7 +223,6 @@ def check_answers(bench: Benchmark, results: list[Result], timeout: float) -> li
     """A verdict per result, by the benchmark's verifier. Code runs each sample's tests in the sandbox
     (`timeout` CPU seconds per test case), several samples at once from a thread pool."""
     if bench.verifier == "code":
-        from concurrent.futures import ThreadPoolExecutor
 
         def one(r: Result) -> Verdict:
             return verify_code(

@@ -40,6 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
 from distill.common import config as config_mod
 from distill.common.errors import DistillError
 from distill.common.models import resolve_model
@@ -252,7 +257,7 @@ def _load_tokenizer(spec: str) -> Any:
     path = Path(spec).expanduser()
     target = str(path) if path.is_dir() else resolve_model(spec)
     try:
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # heavy (~3 s): only with --tokenizer
 
         return AutoTokenizer.from_pretrained(target)
     except Exception as e:  # any loading failure comes from the user's spec: report it in one line
@@ -425,17 +430,7 @@ def _results_summary(results: dict) -> dict:
 # Plots (matplotlib, Agg canvas: no display and no global pyplot state)
 
 
-def _check_matplotlib() -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise DistillError("distill stats draws its plots with matplotlib: run `pip install matplotlib`") from None
-
-
 def _figure(width: float = 6.4, height: float = 4.0) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     return fig
@@ -451,8 +446,6 @@ def _save(fig: Any, path: Path) -> str:
 
 
 def _plot_hist(path: Path, values: Sequence[int], title: str, unit: str) -> str:
-    from matplotlib.ticker import MaxNLocator
-
     fig = _figure()
     ax = fig.add_subplot()
     ax.hist(values, bins=max(1, min(30, len(set(values)))), color="#4c72b0", edgecolor="white")
@@ -518,8 +511,6 @@ def _plot_lines(
 ) -> str:
     """One line per series over the steps (None values are gaps); the aggregate ("all", "overall") in bold
     black, the others in distinct colours (tab20 beyond 10 series) with the legend outside the axes."""
-    from matplotlib import colormaps
-
     several = len(series) > 1
     fig = _figure(8.0 if several else 6.4, 4.0)
     ax = fig.add_subplot()
@@ -802,7 +793,6 @@ def run(cfg: StatsConfig, inputs: list[str]) -> dict:
     Returns the stats.json content."""
     if not inputs:
         raise DistillError("stats: give at least one input (a trace file, a filter folder or an eval folder)")
-    _check_matplotlib()
     sources = [find_source(spec) for spec in inputs]
     for src in sources:
         _load_rows(src)

@@ -38,6 +38,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
+
 from distill.common import config as config_mod
 from distill.common.client import build_messages
 from distill.common.errors import DistillError
@@ -73,7 +78,6 @@ SUMMARY_STEPS = 10  # rewards.json compares the mean of the first and of the las
 
 def grpo_fields() -> set[str]:
     """Names of trl.GRPOConfig fields a recipe may set (all but output_dir, which distill owns)."""
-    from trl import GRPOConfig
 
     return {f.name for f in dataclasses.fields(GRPOConfig)} - {"output_dir"}
 
@@ -117,7 +121,6 @@ def load_rows(cfg: GrpoConfig) -> list[dict]:
 def _numbers(values: dict[str, Any]) -> dict[str, Any]:
     """Numbers written as text ('1e-6': YAML 1.1 reads an exponent without a dot as a string) become
     numbers where the GRPOConfig field's default is a number; anything else is left to GRPOConfig."""
-    from trl import GRPOConfig
 
     defaults = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
     out = dict(values)
@@ -151,7 +154,6 @@ def grpo_kwargs(cfg: GrpoConfig, cpu: bool) -> dict[str, Any]:
 def make_args(cfg: GrpoConfig, output_dir: str | Path, cpu: bool) -> Any:
     """trl.GRPOConfig for this run; TRL's own checks (batch sizes divisible by the group size, ...)
     surface as a DistillError."""
-    from trl import GRPOConfig
 
     try:
         return GRPOConfig(output_dir=str(output_dir), **grpo_kwargs(cfg, cpu))
@@ -189,8 +191,6 @@ def reward_curve(log_history: list[dict], names: list[str], n: int = SUMMARY_STE
 def _trainer_class(cpu_bf16: bool) -> type:
     """TRL's GRPOTrainer; on CPU with bf16, one whose sampling runs under bf16 autocast (training
     steps already do, through accelerate's mixed precision)."""
-    import torch
-    from trl import GRPOTrainer
 
     if not cpu_bf16:
         return GRPOTrainer
@@ -207,7 +207,6 @@ def _progress(out: Path, names: list[str], max_minutes: float) -> Any:
     """A callback that prints one short line per logged step (rewards, completion length, seconds),
     keeps `rewards.json` current while training runs (a stopped run still shows its curve), and ends
     training cleanly after `max_minutes` (0: no limit), so the model learned so far is still saved."""
-    from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
         def __init__(self) -> None:
@@ -246,10 +245,6 @@ def run(cfg: GrpoConfig) -> dict:
             "run it on a GPU machine, or use recipes/grpo/tiny-cpu.yaml here"
         )
     rows = load_rows(cfg)
-
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cpu = not torch.cuda.is_available()
     out = Path(cfg.output)

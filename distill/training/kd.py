@@ -25,6 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from peft import get_peft_model
+from transformers import AutoTokenizer, Trainer
 
 from distill.common.errors import DistillError
 from distill.common.logprobs import unpack
@@ -140,7 +145,6 @@ class Collator:
         self.pad_id = pad_id
 
     def __call__(self, features: list[dict]) -> dict:
-        import torch
 
         n = max(len(f["input_ids"]) for f in features)
         k = np.asarray(features[0]["kd_ids"]).shape[1]
@@ -167,8 +171,6 @@ class Collator:
 
 def kd_trainer_class() -> type:
     """transformers.Trainer whose loss mixes top-K forward KL and cross-entropy (built lazily: torch import)."""
-    import torch.nn.functional as F
-    from transformers import Trainer
 
     class LogitKDTrainer(Trainer):
         def __init__(self, *args: Any, kd_alpha: float = 0.5, **kwargs: Any) -> None:
@@ -212,9 +214,6 @@ def prepare(cfg: TrainConfig) -> Any:
     resume_from = checks_before_loading(cfg)
     rows = load_kd_rows(cfg.data, cfg.max_examples)
 
-    from datasets import Dataset
-    from transformers import AutoTokenizer
-
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     given = [k for k in ("packing", "padding_free") if cfg.sft.get(k)]
@@ -240,8 +239,6 @@ def prepare(cfg: TrainConfig) -> Any:
         )
     model = load_student(cfg, path, args)
     if cfg.lora.lora_r:
-        from peft import get_peft_model
-
         model = get_peft_model(model, lora_config(cfg))
     add_eos_to_generation_config(model, tokenizer.eos_token_id)
     announce(cfg, len(rows), resume_from)

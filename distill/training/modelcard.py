@@ -22,7 +22,7 @@ import yaml
 from distill import __version__
 from distill.common.config import CONFIG_FILENAME
 from distill.common.errors import DistillError
-from distill.common.hub import check_repo_id, hub_error, markdown_table, portable_path, read_json_object
+from distill.common.hub import check_repo_id, markdown_table, portable_path, read_json_object, upload
 from distill.common.models import EMBEDDED
 from distill.common.resources import recipe_for
 from distill.training.config import SFT_DEFAULTS
@@ -381,41 +381,15 @@ def push_model(
     eval_results: str = "",
 ) -> str:
     """Write the card into `folder` and upload the folder's model files to the Hub model repo `repo_id` in
-    one commit. Returns the repo URL. Every Hub or network failure is a one-line DistillError."""
+    one commit (distill.common.hub.upload). Returns the repo URL."""
     check_repo_id(repo_id)
     folder = Path(folder)
     files = files_to_upload(folder)
-    card = model_card(folder, repo_id, eval_results)
-    (folder / CARD).write_text(card, encoding="utf-8")  # the local folder shows what the repo will
-    from huggingface_hub import CommitOperationAdd, HfApi
 
-    api = HfApi(endpoint=endpoint, token=token)
-    action = "creating the model repo"
-    try:
-        url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        full_id = getattr(url, "repo_id", None) or repo_id
-        if full_id != repo_id:  # "name" alone: the Hub put it under the token's user
-            card = model_card(folder, full_id, eval_results)
-            (folder / CARD).write_text(card, encoding="utf-8")
-        if revision:
-            action = f"creating branch {revision!r}"
-            api.create_branch(full_id, branch=revision, repo_type="model", exist_ok=True)
-        size = sum(f.stat().st_size for f in files)
-        action = f"uploading {len(files) + 1} files ({size / 2**30:.2f} GiB)"
-        operations = [CommitOperationAdd(path_in_repo=f.name, path_or_fileobj=str(f)) for f in files]
-        operations.append(CommitOperationAdd(path_in_repo=CARD, path_or_fileobj=card.encode("utf-8")))
-        api.create_commit(
-            repo_id=full_id,
-            repo_type="model",
-            operations=operations,
-            revision=revision,
-            commit_message=f"distill train: {folder.name}",
-            commit_description=f"Uploaded by distill {__version__}: {', '.join([CARD, *(f.name for f in files)])}",
-        )
-    except (TypeError, AttributeError, NameError):
-        raise  # a bug here, not a Hub problem: keep the traceback
-    except Exception as e:
-        err = hub_error(e, repo_id, action, api.endpoint, token)
-        raise DistillError(str(err).replace("push to dataset repo", "push to model repo", 1)) from e
-    base = str(url).rstrip("/")
-    return f"{base}/tree/{revision}" if revision else base
+    def card(full_id: str) -> str:
+        text = model_card(folder, full_id, eval_results)
+        (folder / CARD).write_text(text, encoding="utf-8")  # the local folder shows what the repo holds
+        return text
+
+    card(repo_id)  # before the Hub: a folder the card cannot describe fails here
+    return upload(repo_id, "model", files, card, f"distill train: {folder.name}", private, token, revision, endpoint)

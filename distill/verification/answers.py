@@ -22,6 +22,7 @@ import logging
 import multiprocessing
 import os
 import re
+import resource
 import signal
 import time
 from collections import deque
@@ -123,7 +124,7 @@ class _DropTimeoutDisabled(logging.Filter):
 @lru_cache(maxsize=1)
 def _mv() -> tuple[Any, list[Any]]:
     """Import math_verify once; returns (module, extraction config)."""
-    import math_verify
+    import math_verify  # heavy (sympy, antlr: ~1 s): imported in the verification workers, not by every command
 
     for name in ("math_verify.parser", "math_verify.grader"):
         logging.getLogger(name).addFilter(_DropTimeoutDisabled())
@@ -238,8 +239,6 @@ def _limit_cpu(seconds: float) -> None:
     only matters when the parent itself was killed (SIGKILL, OOM): then nobody kills a worker spinning
     in sympy, it would hold a CPU forever, and the forkserver with it (a worker keeps it alive)."""
     try:
-        import resource
-
         _, hard = resource.getrlimit(resource.RLIMIT_CPU)
         soft = int(time.process_time() + seconds) + 1
         if hard != resource.RLIM_INFINITY:
@@ -252,8 +251,6 @@ def _limit_cpu(seconds: float) -> None:
 def _worker_main(conn: Any, test_hooks: bool, cpu_budget: float) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which kills us
     try:
-        import resource
-
         resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
     except (ImportError, ValueError, OSError):
         pass

@@ -105,7 +105,7 @@ class _Libc:
     """The few libc calls the launcher needs, through ctypes."""
 
     def __init__(self) -> None:
-        import ctypes
+        import ctypes  # launcher side: loaded only in the sandbox's own processes, after the parent forked them
 
         self.ct = ctypes
         self.lib = ctypes.CDLL(None, use_errno=True)
@@ -199,7 +199,7 @@ def _wait(pid: int) -> tuple[int, object]:
 
 def _launch(cfg_path: str) -> None:
     """The launcher process: read the run's settings, create the namespaces, fork the init process."""
-    import marshal
+    import marshal  # launcher side: loaded only in the sandbox's own processes, after the parent forked them
 
     status_fd = -1
     try:
@@ -377,7 +377,7 @@ def _remount_each_readonly(libc: _Libc) -> None:
 
 def _user_main(cfg: dict, libc: _Libc, status_fd: int) -> None:
     """The process that runs the code: limits, privileges, shim, then the code itself."""
-    import resource
+    import resource  # launcher side: loaded only in the sandbox's own processes, after the parent forked them
 
     try:
         os.chdir(cfg["workdir"])
@@ -427,6 +427,7 @@ def _close_inherited_fds() -> None:
 def _install_shim(block_network: bool) -> None:
     """Make the usual ways to start processes (and, without a network namespace, to open sockets)
     raise PermissionError. Python-level only: see the module docstring for what this does not stop."""
+    # launcher side: loaded only in the sandbox's own processes, which the shim then closes off
     import _posixsubprocess
     import posix
 
@@ -444,6 +445,7 @@ def _install_shim(block_network: bool) -> None:
                 setattr(module, name, refuse(f"os.{name}()"))
     _posixsubprocess.fork_exec = refuse("starting a subprocess")
     if block_network:
+        # launcher side: the sandboxed program's own socket modules, replaced here
         import _socket
         import socket
 
@@ -465,7 +467,7 @@ def _install_shim(block_network: bool) -> None:
 
 def _exec_code(cfg: dict) -> None:
     """Run the code as the __main__ module of a clean namespace and exit like the interpreter would."""
-    import builtins
+    import builtins  # launcher side: loaded only in the sandbox's own processes, after the parent forked them
 
     path = os.path.join(cfg["workdir"], cfg["filename"])
     main = type(sys)("__main__")
@@ -490,7 +492,7 @@ def _exec_code(cfg: dict) -> None:
         threading = sys.modules.get("threading")
         if threading is not None:
             threading._shutdown()  # type: ignore[attr-defined]
-        import atexit
+        import atexit  # launcher side: loaded only in the sandbox's own processes, after the parent forked them
 
         atexit._run_exitfuncs()
     except SystemExit as e:
@@ -524,8 +526,10 @@ if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == _LAUNCH_FLAG
 # --------------------------------------------------------------------------------------------------
 # Parent side
 
+import grp
 import marshal
 import math
+import pwd
 import secrets
 import selectors
 import shutil
@@ -535,6 +539,8 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+
+from distill.common.errors import DistillError
 
 STATUSES = ("ok", "runtime_error", "timeout", "memory", "output_limit", "sandbox_error")
 DEFAULT_MAX_OUTPUT_BYTES = 1_000_000
@@ -592,10 +598,8 @@ _plans_lock = threading.Lock()
 
 def _fail(message: str) -> Exception:
     try:
-        from distill.common.errors import DistillError
-
         return DistillError(message)
-    except ImportError:  # used outside the package
+    except NameError:  # used outside the package
         return RuntimeError(message)
 
 
@@ -621,9 +625,6 @@ def _id_range() -> tuple[int, int]:
 
 
 def _private_id() -> int:
-    import grp
-    import pwd
-
     lo, hi = _id_range()
     for _ in range(50):
         candidate = lo + secrets.randbelow(hi - lo)
