@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from distill.records import write_json
+from distill.common.records import write_json
 
 
 def distill(tag: str, *args: str) -> float:

@@ -26,10 +26,12 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from distill import generate  # noqa: E402
-from distill.config import GenerateConfig, ServeConfig  # noqa: E402
-from distill.prompts import load_prompts  # noqa: E402
-from distill.server import connect, vllm_server  # noqa: E402
+from distill.common import client  # noqa: E402
+from distill.common.config import ServeConfig  # noqa: E402
+from distill.common.server import connect, vllm_server  # noqa: E402
+from distill.generation import generate  # noqa: E402
+from distill.generation.config import GenerateConfig  # noqa: E402
+from distill.problems.prompts import load_prompts  # noqa: E402
 
 
 async def bare_client(url: str, model: str, bodies: list[list[dict]], params: dict, concurrency: int) -> int:
@@ -88,8 +90,8 @@ def main() -> None:
 
     prompts = load_prompts("builtin", split="train", num_prompts=args.prompts, seed=args.seed)
     template = GenerateConfig.prompt_template
-    bodies = [generate.build_messages(p["problem"], template) for p in prompts for _ in range(args.samples)]
-    params = generate.sampling_params(0.0, 1.0, args.max_tokens)
+    bodies = [client.build_messages(p["problem"], template) for p in prompts for _ in range(args.samples)]
+    params = client.sampling_params(0.0, 1.0, args.max_tokens)
 
     with contextlib.ExitStack() as stack:
         if args.server_url:

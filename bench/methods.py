@@ -118,7 +118,7 @@ def main() -> None:
               "--output", str(run / f"eval-{method}"), *evals)  # fmt: skip
 
     load = lambda p: json.loads((run / p).read_text())  # noqa: E731
-    from distill.records import read_jsonl, write_json
+    from distill.common.records import read_jsonl, write_json
 
     generated = sum(int(r.get("completion_tokens") or 0) for r in read_jsonl(run / "gen/traces.jsonl"))
     rows = []

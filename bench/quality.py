@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._stages import distill as run_distill  # noqa: E402
-from distill.records import read_jsonl, write_jsonl  # noqa: E402
+from distill.common.records import read_jsonl, write_jsonl  # noqa: E402
 
 distill = functools.partial(run_distill, "quality")
 

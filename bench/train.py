@@ -3,13 +3,19 @@
     .venv/bin/python bench/train.py                               # 128 synthetic traces, the embedded student
     .venv/bin/python bench/train.py --data runs/demo/filtered     # the demo's kept traces
 
-Both trainers see the same rows for one epoch (so they train on exactly the same tokens) with the same
-batch size, sequence length, precision, learning rate and seed. The baseline is what a hand-rolled
-script does: prompt/completion rows into `SFTTrainer(model, SFTConfig(...))`, TRL's defaults otherwise.
-`distill train` is the tiny recipe through `distill.train.prepare` (its defaults, chat template and
-stop-token checks, length-grouped batches). Printed: trained (non-padding) tokens/s of each, the ratio
-distill / baseline, and the share of padding tokens in the batches each one trained on.
-The two runs alternate (baseline, distill, baseline, distill, ...) when --repeats > 1; medians are reported.
+Like with like: every run trains the same rows for one epoch (exactly the same tokens) with the SAME
+SFTConfig keys: distill's defaults and the recipe's (batch, length, precision, learning rate, schedule,
+seed, gradient_checkpointing ...), everything a user could also pass to a plain SFTTrainer. Three runs:
+
+  1. plain SFTTrainer, those keys, random batches          (the baseline)
+  2. distill train (the recipe through distill.training.sft.prepare: the same keys, length-grouped batches)
+  3. plain SFTTrainer, those keys but gradient_checkpointing=True (TRL's default, which a hand-rolled
+     script gets unless it turns it off)
+
+Printed: trained (non-padding) tokens/s and the padding share of each; `ratio` = 2 / 1 is the effect of
+length-grouped batches alone; `checkpointing_ratio` = 1 / 3 is what switching off TRL's default gradient
+checkpointing buys (any user can do it: it is reported apart, not credited to distill). With --repeats > 1
+the runs alternate and medians are reported.
 """
 
 from __future__ import annotations
@@ -27,12 +33,21 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from distill.config import TrainConfig, build, load_yaml  # noqa: E402
-from distill.generate import build_messages  # noqa: E402
-from distill.models import resolve_model  # noqa: E402
-from distill.records import write_jsonl  # noqa: E402
-from distill.tasks import builtin_problems  # noqa: E402
-from distill.train import load_sft_rows, prepare, recipe_for, sft_fields  # noqa: E402
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
+from trl import SFTConfig, SFTTrainer  # noqa: E402
+
+from distill.common.client import build_messages  # noqa: E402
+from distill.common.config import build, load_yaml  # noqa: E402
+from distill.common.models import resolve_model  # noqa: E402
+from distill.common.records import write_jsonl  # noqa: E402
+from distill.common.resources import recipe_for  # noqa: E402
+from distill.problems.tasks import builtin_problems  # noqa: E402
+from distill.training.base import load_sft_rows  # noqa: E402
+from distill.training.config import SFT_DEFAULTS, TrainConfig  # noqa: E402
+from distill.training.sft import prepare  # noqa: E402
+from distill.training.train import sft_fields  # noqa: E402
 
 SENTENCES = [
     "First, we identify the quantities given in the problem.",
@@ -63,8 +78,6 @@ class Meter:
     """Counts the tokens of every batch a trainer's collator builds and times every optimizer step."""
 
     def __init__(self, trainer: Any) -> None:
-        from transformers import TrainerCallback
-
         self.batches: list[tuple[int, int]] = []  # (non-padding tokens, batch tokens incl. padding)
         self.steps: list[float] = []
         collate = trainer.data_collator
@@ -104,40 +117,38 @@ class Meter:
 
 
 def settings(recipe: dict, steps_cap: int) -> dict:
-    """The SFTConfig values both trainers get (the tiny recipe's, one epoch, nothing saved)."""
-    keep = ("learning_rate", "lr_scheduler_type", "per_device_train_batch_size", "max_length", "bf16", "seed")
-    values = {k: recipe[k] for k in keep if k in recipe}
+    """The SFTConfig keys every run gets: distill's defaults and the recipe's, one epoch, nothing saved.
+    The batch order (train_sampling_strategy) is left out: it is what runs 1 and 2 differ in."""
+    fields = sft_fields()
+    values = {k: v for k, v in {**SFT_DEFAULTS, **recipe}.items() if k in fields and k != "train_sampling_strategy"}
     values.update(num_train_epochs=1, save_strategy="no", report_to="none", logging_steps=1, use_cpu=True)
     if steps_cap:
         values["max_steps"] = steps_cap
     return values
 
 
-def run_baseline(rows_file: Path, model: str, sft: dict, out: Path) -> dict:
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
-
+def run_baseline(rows_file: Path, model: str, sft: dict, out: Path, name: str) -> dict:
+    """A hand-rolled script: rows into SFTTrainer(model, SFTConfig(**sft)), random batches."""
     path = resolve_model(model)
     rows = load_sft_rows(rows_file)
     tokenizer = AutoTokenizer.from_pretrained(path)
     dtype = torch.bfloat16 if sft.get("bf16") else torch.float32
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(path, dtype=dtype),
-        args=SFTConfig(output_dir=str(out), **sft),
+        args=SFTConfig(output_dir=str(out), **sft, train_sampling_strategy="random"),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
     )
     meter = Meter(trainer)
     trainer.train()
-    return meter.result("plain SFTTrainer")
+    return meter.result(name)
 
 
 def run_distill(rows_file: Path, recipe: dict, sft: dict, out: Path) -> dict:
     values = {**recipe, **sft, "data": str(rows_file), "output": str(out)}
     cfg = build(TrainConfig, values, source="bench", extra=sft_fields())
     prep = prepare(cfg)
+    assert prep.trainer.args.gradient_checkpointing == sft.get("gradient_checkpointing", False)  # like with like
     meter = Meter(prep.trainer)
     prep.trainer.train()
     return meter.result("distill train")
@@ -164,27 +175,35 @@ def main() -> None:
             rows = synthetic_rows(args.rows)
         write_jsonl(rows_file, rows)
         print(f"{len(rows)} rows, {recipe_path.name}: {json.dumps(sft)}", flush=True)
-        results: dict[str, list[dict]] = {"plain SFTTrainer": [], "distill train": []}
+        base, ckpt = "plain SFTTrainer", "plain SFTTrainer, gradient checkpointing"
+        results: dict[str, list[dict]] = {base: [], "distill train": [], ckpt: []}
         for i in range(args.repeats):
-            results["plain SFTTrainer"].append(run_baseline(rows_file, model, sft, Path(tmp) / f"base{i}"))
-            print(json.dumps(results["plain SFTTrainer"][-1]), flush=True)
+            results[base].append(run_baseline(rows_file, model, sft, Path(tmp) / f"base{i}", base))
+            print(json.dumps(results[base][-1]), flush=True)
             results["distill train"].append(run_distill(rows_file, recipe, sft, Path(tmp) / f"distill{i}"))
             print(json.dumps(results["distill train"][-1]), flush=True)
+            on = {**sft, "gradient_checkpointing": True}
+            results[ckpt].append(run_baseline(rows_file, model, on, Path(tmp) / f"ckpt{i}", ckpt))
+            print(json.dumps(results[ckpt][-1]), flush=True)
 
     med = {name: statistics.median(r["tokens_per_s"] for r in rs) for name, rs in results.items()}
     pad = {name: statistics.median(r["padding_share"] for r in rs) for name, rs in results.items()}
     summary = {
         "rows": len(rows),
-        "baseline_tokens_per_s": med["plain SFTTrainer"],
+        "gradient_checkpointing": bool(sft.get("gradient_checkpointing", False)),
+        "baseline_tokens_per_s": med[base],
         "distill_tokens_per_s": med["distill train"],
-        "ratio": round(med["distill train"] / med["plain SFTTrainer"], 3),
-        "baseline_padding_share": pad["plain SFTTrainer"],
+        "ratio": round(med["distill train"] / med[base], 3),
+        "baseline_padding_share": pad[base],
         "distill_padding_share": pad["distill train"],
+        "checkpointing_tokens_per_s": med[ckpt],
+        "checkpointing_ratio": round(med[base] / med[ckpt], 3),
     }
     print(json.dumps(summary, indent=1))
     print(
-        f"distill train / plain SFTTrainer: {summary['ratio']:.2f}x trained tokens/s; padding "
-        f"{summary['baseline_padding_share']:.0%} -> {summary['distill_padding_share']:.0%} of batch tokens"
+        f"length-grouped batches (distill train / plain SFTTrainer, same keys): {summary['ratio']:.2f}x trained "
+        f"tokens/s; padding {summary['baseline_padding_share']:.0%} -> {summary['distill_padding_share']:.0%}\n"
+        f"gradient checkpointing off / on (TRL's default), plain SFTTrainer: {summary['checkpointing_ratio']:.2f}x"
     )
 
 
