@@ -37,12 +37,13 @@ from distill.common.hub import push_dataset
 from distill.common.records import TRACES, read_jsonl, write_json, write_jsonl
 from distill.curation import dedup, safety
 from distill.curation.config import FilterConfig
+from distill.curation.selection import SELECTION_STRATEGIES, pass_rate_filter, select_per_prompt
 from distill.problems.benchmarks import available, load_benchmark
 from distill.verification import quality
 from distill.verification.answers import Verdict, choice_letter, final_part, verify_choice, verify_many
 from distill.verification.code_verify import verify_code
 from distill.verification.judge import judge_many
-from distill.verification.quality import check_format, pass_rate_filter, select_per_prompt
+from distill.verification.quality import check_format
 from distill.verification.sandbox import describe_isolation
 
 VERIFIERS = ("math", "multiple_choice", "code", "judge")
@@ -139,8 +140,8 @@ def _check_options(cfg: FilterConfig) -> None:
     )
     if cfg.max_per_prompt < 0:
         raise DistillError("--max-per-prompt must be 0 (no limit) or more")
-    if cfg.selection not in quality.SELECTION_STRATEGIES:
-        raise DistillError(f"--selection must be one of {', '.join(quality.SELECTION_STRATEGIES)}")
+    if cfg.selection not in SELECTION_STRATEGIES:
+        raise DistillError(f"--selection must be one of {', '.join(SELECTION_STRATEGIES)}")
     if not 0.0 <= cfg.min_pass_rate <= cfg.max_pass_rate <= 1.0:
         raise DistillError("--min-pass-rate and --max-pass-rate must satisfy 0 <= min <= max <= 1")
     if cfg.dedup not in ("none", "exact", "near"):
