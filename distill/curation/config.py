@@ -14,6 +14,11 @@ class FilterConfig:
     output: str = option("runs/filtered", "folder for kept.jsonl, rejected.jsonl and report.json")
     # verification
     timeout: float = option(5.0, "hard wall-clock bound per sample for math verification, seconds")
+    require_boxed: bool = option(
+        True,
+        "math: the answer must stand in a \\boxed{} in the final part (R1-style traces box their answer; off: "
+        "math-verify's own extraction, e.g. $$f(y) = y$$ or a last number)",
+    )
     workers: int = option(0, "verification worker processes (0: one per core)")
     code_timeout: float = option(5.0, "code rows: CPU seconds per test run in the sandbox (wall bound: twice this)")
     code_memory_mb: int = option(1024, "code rows: memory limit of the sandboxed process, MiB")

@@ -368,7 +368,17 @@ def _verify_stage(cfg: FilterConfig, rows: list[dict], st: _Stages) -> dict[int,
                 items = [(str(rows[i]["answer"]), rows[i]["completion"], rows[i].get("finish_reason")) for i in idx]
                 workers = cfg.workers or os.cpu_count() or 1
                 verdicts.update(
-                    zip(idx, verify_many(items, timeout=cfg.timeout, workers=workers, progress=bar.update), strict=True)
+                    zip(
+                        idx,
+                        verify_many(
+                            items,
+                            timeout=cfg.timeout,
+                            workers=workers,
+                            progress=bar.update,
+                            require_boxed=cfg.require_boxed,
+                        ),
+                        strict=True,
+                    )
                 )
             for i in by_kind.get("multiple_choice", []):
                 verdicts[i] = verify_choice(str(rows[i]["answer"]), rows[i]["completion"], rows[i].get("finish_reason"))

@@ -63,6 +63,11 @@ class EvalConfig:
     )
     concurrency: int = option(0, "requests in flight at once (0: 64 per server)")
     timeout: float = option(5.0, "verification time bound per sample, seconds")
+    require_boxed: bool = option(
+        False,
+        "math: count only answers in a \\boxed{} (default off: answers are read as math-verify and lighteval "
+        "read them, boxed or not, so scores compare with published ones)",
+    )
     serve: ServeConfig = option(None, "server settings when eval starts vLLM itself")  # type: ignore[assignment]
 
     def __post_init__(self) -> None:

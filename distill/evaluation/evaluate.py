@@ -176,7 +176,9 @@ def run_one(cfg: EvalConfig, bench: Benchmark) -> dict:
         raise DistillError(f"{len(failed)} eval requests failed (first: {failed[0].error})")
 
     keys = [(p["id"], s) for p in problems for s in range(k)]
-    verdict = dict(zip(keys, check_answers(bench, [results[key] for key in keys], cfg.timeout), strict=True))
+    verdict = dict(
+        zip(keys, check_answers(bench, [results[key] for key in keys], cfg.timeout, cfg.require_boxed), strict=True)
+    )
     rows = []
     for key in keys:
         r, v = results[key], verdict[key]
@@ -219,7 +221,9 @@ def run_one(cfg: EvalConfig, bench: Benchmark) -> dict:
     return summary
 
 
-def check_answers(bench: Benchmark, results: list[Result], timeout: float) -> list[Verdict]:
+def check_answers(
+    bench: Benchmark, results: list[Result], timeout: float, require_boxed: bool = False
+) -> list[Verdict]:
     """A verdict per result, by the benchmark's verifier. Code runs each sample's tests in the sandbox
     (`timeout` CPU seconds per test case), several samples at once from a thread pool."""
     if bench.verifier == "code":
@@ -234,7 +238,7 @@ def check_answers(bench: Benchmark, results: list[Result], timeout: float) -> li
     items = [(str(r.job.meta["answer"]), r.completion, r.finish_reason) for r in results]
     if bench.verifier == "multiple_choice":
         return [verify_choice(*item) for item in items]
-    return verify_many(items, timeout=timeout, workers=os.cpu_count() or 1)
+    return verify_many(items, timeout=timeout, workers=os.cpu_count() or 1, require_boxed=require_boxed)
 
 
 def score(problems: list[dict], verdict: dict, k: int) -> dict:

@@ -61,15 +61,18 @@ def accuracy_reward(
 ) -> list[float]:
     """Range {0.0, 1.0}: 1.0 when `verify_math(answer, completion)` says correct, else 0.0.
 
-    The answer compared is the last \\boxed{} of the text after the last </think> (an unclosed <think>
-    scores 0). The whole batch is verified in worker processes with a hard `timeout` per sample
+    The answer is read by math-verify from the text after the last </think> and must stand in a \\boxed{}
+    (require_boxed; an unclosed <think> scores 0). The whole batch is verified in worker processes with a hard `timeout` per sample
     (`verify_many`); a timeout or a crashed worker scores 0. `answer` is the dataset's answer column."""
     del prompts, kwargs
     if answer is None:
         raise DistillError("the accuracy reward needs an 'answer' column in the prompts (set answer_column)")
     texts = [completion_text(c) for c in completions]
     verdicts = verify_many(
-        [(str(a), t, None) for a, t in zip(answer, texts, strict=True)], timeout=timeout, workers=workers or None
+        [(str(a), t, None) for a, t in zip(answer, texts, strict=True)],
+        timeout=timeout,
+        workers=workers or None,
+        require_boxed=True,
     )
     return [1.0 if v.correct else 0.0 for v in verdicts]
 

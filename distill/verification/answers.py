@@ -5,13 +5,21 @@ worker processes and bounds every sample by wall-clock time: math-verify/sympy c
 (or eat memory) on answers like ``\\boxed{9^{9^{9^{9}}}}``, and a signal-based timeout cannot stop a
 long C-level bignum operation, so the parent kills the worker (SIGKILL) and starts a fresh one.
 
-The answer is the content of the LAST ``\\boxed{}`` (or ``\\fbox{}``) after the last ``</think>``;
-there is no fall-back to guessing a number from plain text. The gold is parsed first and is always the
+The answer is read from the final part of the trace (after the last ``</think>``; the whole text when
+there is none) exactly as math-verify reads a model's output: ``math_verify.parse`` with its LaTeX and
+plain-expression extraction, so several ``\\boxed{}`` joined by "and" or commas are one answer (a set:
+``\\boxed{(2,2)}`` and ``\\boxed{(6,2)}`` for the gold ``(2,2),(6,2)``), the last box wins over earlier
+ones, and an answer written without a box (``$$f(y) = y$$``, "the answer is 14") is still found. With
+``require_boxed`` an answer must stand in a box: `distill filter` sets it by default (R1-style traces
+box their answer, and a student trained on unboxed answers stops boxing; a last number that happens to
+match is no proof of a correct trace), `distill eval` does not (benchmarks are scored as math-verify
+and lighteval score them, so published numbers compare). The gold is parsed first and is always the
 first argument of ``math_verify.verify``, which is asymmetric (a gold ``1 < x < 2`` accepts ``(1, 2)``,
 a gold ``(1, 2)`` does not accept ``1 < x < 2``).
 
 Reasons a sample is not correct: "truncated" (finish_reason "length", or a ``<think>`` never closed),
-"no_answer" (no boxed answer in the final part), "unparsable_gold", "unparsable_answer",
+"no_answer" (math-verify finds no answer in the final part, or no box there under require_boxed),
+"unparsable_gold", "unparsable_answer",
 "wrong_answer", "timeout" (only from `verify_many`), "error: <Type>: <message>" ("error: worker
 died" when a worker process dies mid-sample, e.g. an OOM kill).
 """
@@ -50,7 +58,7 @@ _TEST_CRASH_GOLD = "__distill_test_crash__"  # with DISTILL_VERIFY_TEST_HOOKS=1:
 class Verdict:
     correct: bool
     reason: str  # "correct", or why not (see the module docstring)
-    extracted: str  # the answer text compared: the last \boxed{} content, or "" if none
+    extracted: str  # the answer text compared (as math-verify extracted it), or "" if none
     seconds: float  # time spent verifying this sample
 
 
@@ -71,23 +79,28 @@ def final_part(completion: str) -> str | None:
 _BOX_TOKENS = re.compile(r"\\(?:boxed|fbox)\s*\{|\\.|[{}]", re.DOTALL)
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (or \\fbox{...}) in text, with nested braces matched; None if
-    none. Escaped braces (\\{, \\}) do not count; an unclosed box is skipped. One linear pass."""
+def boxed_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of the content of every closed \\boxed{...} (or \\fbox{...}) in text, in order of
+    their opening, nested braces matched. Escaped braces (\\{, \\}) do not count; an unclosed box is
+    skipped. One linear pass."""
     stack: list[int] = []  # for each open brace: start of the box content, or -1 for a plain brace
-    best_start, best_end = -1, -1
+    found = []
     for m in _BOX_TOKENS.finditer(text):
         tok = m.group()
         if tok == "{":
             stack.append(-1)
         elif tok == "}":
-            if stack:
-                start = stack.pop()
-                if start > best_start:
-                    best_start, best_end = start, m.start()
+            if stack and (start := stack.pop()) >= 0:
+                found.append((start, m.start()))
         elif tok[-1] == "{" and len(tok) > 2:  # \boxed{ or \fbox{ (not the escaped brace \{)
             stack.append(m.end())
-    return None if best_start < 0 else text[best_start:best_end]
+    return sorted(found)
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} (or \\fbox{...}) in text (the one opened last); None if none."""
+    spans = boxed_spans(text)
+    return text[spans[-1][0] : spans[-1][1]] if spans else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -110,6 +123,18 @@ def _normalize(s: str) -> str:
     return _TRAILING_PERIOD.sub("", s).strip()
 
 
+def _normalize_boxes(text: str) -> str:
+    """The text with every box's content normalised (see _normalize), the rest as it is."""
+    out, last = [], 0
+    for start, end in boxed_spans(text):
+        if start < last:  # a box inside a box: normalised with its outer box
+            continue
+        out += [text[last:start], _normalize(text[start:end])]
+        last = end
+    out.append(text[last:])
+    return _THOUSANDS_SPACE.sub("", "".join(out))
+
+
 # --------------------------------------------------------------------------------------------------
 # One sample, in this process
 
@@ -128,15 +153,19 @@ def _mv() -> tuple[Any, list[Any]]:
 
     for name in ("math_verify.parser", "math_verify.grader"):
         logging.getLogger(name).addFilter(_DropTimeoutDisabled())
-    # One config for gold and answer alike (math-verify caches its regexes for one config only).
-    return math_verify, [math_verify.LatexExtractionConfig(boxed_match_priority=0)]
+    # math-verify's own default extraction (LaTeX, then plain expressions), for gold and answer alike.
+    return math_verify, [math_verify.LatexExtractionConfig(), math_verify.ExprExtractionConfig()]
 
 
-def _parse_boxed(content: str) -> list[Any]:
+def _parse(text: str) -> list[Any]:
     mv, config = _mv()
     # parsing_timeout=None: math-verify's timeout is signal.alarm, which fails outside the main thread
     # and cannot interrupt C-level work; the hard bound is verify_many's process kill.
-    return mv.parse("\\boxed{" + _normalize(content) + "}", extraction_config=config, parsing_timeout=None)
+    return mv.parse(text, extraction_config=config, parsing_timeout=None)
+
+
+def _parse_boxed(content: str) -> list[Any]:
+    return _parse("\\boxed{" + _normalize(content) + "}")
 
 
 @lru_cache(maxsize=4096)  # many samples share one gold
@@ -148,7 +177,7 @@ def _parse_gold(gold: str) -> tuple[Any, ...]:
     return tuple(_parse_boxed(content))
 
 
-def verify_math(gold: str, completion: str, finish_reason: str | None = None) -> Verdict:
+def verify_math(gold: str, completion: str, finish_reason: str | None = None, require_boxed: bool = False) -> Verdict:
     """Verify one sample in the current process (no timeout protection; used inside workers)."""
     t0 = time.perf_counter()
     extracted = ""
@@ -162,16 +191,19 @@ def verify_math(gold: str, completion: str, finish_reason: str | None = None) ->
         final = final_part(completion or "")
         if final is None:
             return verdict(False, "truncated")
-        box = last_boxed(final)
-        if box is None or not box.strip():
+        boxes = [final[a:b] for a, b in boxed_spans(final)]
+        if require_boxed and not any(b.strip() for b in boxes):
             return verdict(False, "no_answer")
-        extracted = box
+        answer_parsed = _parse(_normalize_boxes(final))
+        if not answer_parsed:
+            if boxes and any(b.strip() for b in boxes):  # a box math-verify cannot read
+                extracted = boxes[-1]
+                return verdict(False, "unparsable_answer")
+            return verdict(False, "no_answer")
+        extracted = next((x for x in reversed(answer_parsed) if isinstance(x, str)), "")
         gold_parsed = _parse_gold(gold if isinstance(gold, str) else str(gold))
         if not gold_parsed:
             return verdict(False, "unparsable_gold")
-        answer_parsed = _parse_boxed(box)
-        if not answer_parsed:
-            return verdict(False, "unparsable_answer")
         mv, _ = _mv()
         if mv.verify(list(gold_parsed), answer_parsed, timeout_seconds=None):  # gold FIRST
             return verdict(True, "correct")
@@ -264,11 +296,11 @@ def _worker_main(conn: Any, test_hooks: bool, cpu_budget: float) -> None:
             return
         if msg is None:
             return
-        idx, gold, completion, finish_reason = msg
+        idx, gold, completion, finish_reason, require_boxed = msg
         if test_hooks and gold == _TEST_CRASH_GOLD:
             os._exit(1)
         _limit_cpu(cpu_budget)
-        v = verify_math(gold, completion, finish_reason)
+        v = verify_math(gold, completion, finish_reason, require_boxed)
         conn.send((idx, v.correct, v.reason, v.extracted, v.seconds))
 
 
@@ -340,9 +372,10 @@ def verify_many(
     timeout: float = 5.0,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    require_boxed: bool = False,
 ) -> list[Verdict]:
     """Verify (gold, completion, finish_reason) items in a pool of worker processes with a hard
-    per-sample wall-clock bound; results in input order."""
+    per-sample wall-clock bound; results in input order. `require_boxed`: see the module docstring."""
     items = list(items)
     n = len(items)
     if n == 0:
@@ -367,7 +400,7 @@ def verify_many(
             finish(idx, Verdict(False, "truncated", "", 0.0))
             continue
         small = isinstance(gold, str) and isinstance(final, str) and len(gold) + len(final) <= _QUEUE_MAX_CHARS
-        messages[idx] = ((idx, gold, final, finish_reason), small)
+        messages[idx] = ((idx, gold, final, finish_reason, require_boxed), small)
     if progress is not None and finished:
         progress(finished)
     if not messages:
