@@ -268,7 +268,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 # Keys that `save` adds to a resolved config to record what ran; a saved config given back with
 # --config is accepted (its stage must match the command), and these keys are not settings.
-RECORD_KEYS = ("stage", "input", "resolved_model")
+RECORD_KEYS = ("stage", "input", "resolved_model", "data_system_prompt")
 
 
 def _without_record_keys(cls: type, values: dict, source: str) -> dict:

@@ -446,6 +446,8 @@ def dataset_card(folder: Path, repo_id: str | None = None, license: str = "other
         served = f" (served by vLLM from `{gen_cfg['teacher']}`)"
     out.append(f"- Teacher: `{teacher}`{served}")
     out.append(f"- Prompts: {_source(gen_cfg)}")
+    if is_filter:
+        out.append(f"- Decontamination: {_decontamination(record)}")
     out.append("")
     out.append(
         markdown_table(
@@ -541,6 +543,19 @@ def dataset_card(folder: Path, repo_id: str | None = None, license: str = "other
         "the prompt source, apply to this data.\n"
     )
     return "\n".join(out)
+
+
+def _decontamination(report: dict) -> str:
+    """What `distill filter` checked the prompts against, from its report.json."""
+    decon = (report.get("stages") or {}).get("decontamination")
+    if not decon:
+        return "off (no benchmark was checked)"
+    checked = ", ".join(f"{name} ({count:,} problems)" for name, count in (decon.get("benchmarks") or {}).items())
+    text = f"checked against {checked or 'nothing'}, {decon.get('rejected', 0)} rows rejected as contaminated"
+    skipped = decon.get("skipped") or {}
+    if skipped:
+        text += f"; NOT checked against {', '.join(skipped)} (left out with --decontam-skip)"
+    return text
 
 
 def _source(cfg: dict) -> str:

@@ -30,3 +30,15 @@ def recipe_for(size: str, method: str = "sft") -> Path:
     if len(matches) > 1:
         raise DistillError(f"several recipes for size {size!r}: {', '.join(p.name for p in matches)}; pass --config")
     return matches[0]
+
+
+def resolve_chat_template(spec: str) -> Path:
+    """A .jinja file path, or a template name under recipes/chat_templates/ (with or without .jinja)."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    named = CHAT_TEMPLATES / (spec if spec.endswith(".jinja") else f"{spec}.jinja")
+    if named.is_file():
+        return named
+    names = ", ".join(sorted(p.stem for p in CHAT_TEMPLATES.glob("*.jinja"))) or "none"
+    raise DistillError(f"chat_template {spec!r} is neither a file nor a template in {CHAT_TEMPLATES} ({names})")

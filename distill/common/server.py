@@ -40,6 +40,7 @@ class Server:
     inflight: int = 0  # requests now being answered by this server (the client balances on it)
     failures: int = 0  # consecutive failed attempts; reset by a success
     down_until: float = 0.0  # monotonic time before which new requests avoid this server
+    max_model_len: int | None = None  # longest prompt + completion the server takes (vLLM reports it)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -63,11 +64,16 @@ def cuda_device_count() -> int:
         return 0
 
 
-def list_models(url: str, timeout: float = 5.0) -> list[str]:
-    """Model names served at an OpenAI-compatible base URL (…/v1); raises OSError when unreachable."""
+def model_cards(url: str, timeout: float = 5.0) -> list[dict]:
+    """The model entries of an OpenAI-compatible base URL (…/v1)'s /models; raises OSError when unreachable."""
     with urllib.request.urlopen(url.rstrip("/") + "/models", timeout=timeout) as r:
         data = json.load(r)
-    return [m["id"] for m in data.get("data", [])]
+    return [m for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
+
+
+def list_models(url: str, timeout: float = 5.0) -> list[str]:
+    """Model names served at an OpenAI-compatible base URL (…/v1); raises OSError when unreachable."""
+    return [m["id"] for m in model_cards(url, timeout)]
 
 
 def connect(url: str, model: str = "") -> Server:
@@ -76,16 +82,18 @@ def connect(url: str, model: str = "") -> Server:
     if not url.endswith("/v1"):
         url += "/v1"
     try:
-        models = list_models(url)
+        cards = {m["id"]: m for m in model_cards(url)}
     except (OSError, ValueError) as e:
         raise DistillError(
             f"no OpenAI-compatible server answers at {url} ({e}); start one with `distill serve`"
         ) from None
-    if not models:
+    if not cards:
         raise DistillError(f"the server at {url} serves no model")
-    if model and model not in models:
-        raise DistillError(f"the server at {url} does not serve {model!r}; it serves: {', '.join(models)}")
-    return Server(url=url, model=model or models[0])
+    if model and model not in cards:
+        raise DistillError(f"the server at {url} does not serve {model!r}; it serves: {', '.join(cards)}")
+    name = model or next(iter(cards))
+    limit = cards[name].get("max_model_len")
+    return Server(url=url, model=name, max_model_len=limit if isinstance(limit, int) else None)
 
 
 def connect_all(urls: list[str], model: str = "") -> list[Server]:
@@ -222,7 +230,7 @@ def vllm_server(cfg: ServeConfig, log_dir: str | Path | None = None, quiet: bool
             time.sleep(1.0)
         if not quiet:
             print(f"[distill] vLLM ready in {time.monotonic() - start:.0f} s at {url}", flush=True)
-        yield Server(url=url, model=name, process=proc, log_path=log_path)
+        yield Server(url=url, model=name, process=proc, log_path=log_path, max_model_len=cfg.max_model_len)
     finally:
         _stop(proc)
         log.close()

@@ -41,10 +41,16 @@ class FilterConfig:
     dedup_threshold: float = option(0.8, "near-duplicate Jaccard similarity threshold")
     decontaminate: list[str] = option(
         ["all"],
-        "benchmarks under eval/ whose problems must not appear in the data ('all': every one that can be loaded; "
-        "an empty list turns it off)",
+        "benchmarks under eval/ whose problems must not appear in the data ('all': every one but builtin; 'none' "
+        "or an empty list turns it off); one that cannot be loaded is an error unless named in --decontam-skip",
     )
     decontam_ngram: int = option(8, "n-gram length (words) for decontamination")
+    decontam_skip: list[str] = option(
+        [],
+        "benchmarks left out of decontamination on purpose, e.g. Hub ones a machine without Hub access cannot load "
+        "(any benchmark that cannot be loaded must be named here, or the filter stops before it starts); recorded "
+        "in report.json and the dataset card",
+    )
     # selection
     max_per_prompt: int = option(0, "keep at most this many verified samples per prompt (0: all)")
     selection: str = option("shortest", "which samples --max-per-prompt keeps: shortest | random")

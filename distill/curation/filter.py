@@ -154,6 +154,7 @@ def _check_options(cfg: FilterConfig) -> None:
 
 def run(cfg: FilterConfig, input_path: str) -> dict:
     _check_options(cfg)
+    benchmarks = decontamination_sources(cfg)  # before any work: an unloadable benchmark stops the run here
     src = input_file(input_path)
     rows = list(read_jsonl(src, allow_torn_tail=True))
     if not rows:
@@ -171,7 +172,7 @@ def run(cfg: FilterConfig, input_path: str) -> dict:
 
     _format_stage(cfg, rows, st)
     _safety_stage(cfg, rows, st)
-    _decontamination_stage(cfg, rows, st)
+    _decontamination_stage(cfg, rows, st, benchmarks)
     _dedup_stage(cfg, rows, st)
     verdicts = _verify_stage(cfg, rows, st)
     _selection_stage(cfg, rows, st)
@@ -258,22 +259,48 @@ def _safety_stage(cfg: FilterConfig, rows: list[dict], st: _Stages) -> None:
     st.report["safety"].update(flagged=len(flagged), reviewed=reviewed)
 
 
-def _decontamination_stage(cfg: FilterConfig, rows: list[dict], st: _Stages) -> None:
+def decontamination_sources(cfg: FilterConfig) -> list[tuple[str, list[str]]]:
+    """(benchmark, problem texts) for every benchmark decontamination checks. It fails closed: a benchmark
+    that cannot be loaded (a Hub one offline, without a local copy) is an error naming every such one, unless
+    the user leaves it out knowingly with --decontam-skip (recorded in report.json and the dataset card)."""
     names = _decontam_benchmarks(cfg.decontaminate)
-    if not names:
-        return
+    unknown = [n for n in cfg.decontam_skip if n not in available() and n not in names]
+    if unknown:
+        raise DistillError(
+            f"--decontam-skip: unknown benchmark(s) {', '.join(unknown)} (known: {', '.join(available())})"
+        )
+    loaded: list[tuple[str, list[str]]] = []
+    failed: dict[str, str] = {}
+    for name in [n for n in names if n not in cfg.decontam_skip]:
+        try:
+            builtin = load_benchmark(name).dataset == "builtin"
+            loaded += dedup.load_benchmark_problems([name], num=BUILTIN_DECONTAM_PROBLEMS if builtin else 0)
+        except DistillError as e:
+            failed[name] = str(e).split(". ")[0]
+    if failed:
+        reasons = "; ".join(f"{n}: {why}" for n, why in failed.items())
+        raise DistillError(
+            f"decontamination cannot load {len(failed)} benchmark(s) ({reasons}). Give Hub access or a local copy "
+            f"(`local:` in eval/NAME.yaml), or leave them out knowingly: --decontam-skip {' '.join(failed)}"
+        )
+    return loaded
 
+
+def _decontamination_stage(
+    cfg: FilterConfig, rows: list[dict], st: _Stages, loaded: list[tuple[str, list[str]]]
+) -> None:
+    skipped = {n: "--decontam-skip" for n in cfg.decontam_skip}
+    if not loaded:
+        if skipped:
+            st.report["decontamination"] = {
+                "seconds": 0.0,
+                "rejected": 0,
+                "reasons": {},
+                "benchmarks": {},
+                "skipped": skipped,
+            }
+        return
     with st.stage("decontamination", ngram=cfg.decontam_ngram):
-        loaded: list[tuple[str, list[str]]] = []
-        skipped: dict[str, str] = {}
-        for name in names:
-            try:
-                builtin = load_benchmark(name).dataset == "builtin"
-                loaded += dedup.load_benchmark_problems([name], num=BUILTIN_DECONTAM_PROBLEMS if builtin else 0)
-            except DistillError as e:
-                if cfg.decontaminate != ["all"]:
-                    raise  # a benchmark the user named must be checked
-                skipped[name] = str(e)
         index = dedup.Contamination.build_index(loaded, n=cfg.decontam_ngram)
         matches: list[dict] = []
         checked: dict[str, list] = {}
@@ -299,9 +326,8 @@ def _decontamination_stage(cfg: FilterConfig, rows: list[dict], st: _Stages) -> 
     )
     if skipped:
         print(
-            f"[distill] filter: decontamination checked {', '.join(n for n, _ in loaded) or 'nothing'}; skipped (cannot "
-            f"load here): {', '.join(skipped)}. Give local copies (`local:` in eval/NAME.yaml) or Hub access; "
-            "reasons in report.json",
+            f"[distill] filter: decontamination checked {', '.join(n for n, _ in loaded)}; left out by "
+            f"--decontam-skip: {', '.join(skipped)}",
             flush=True,
         )
 

@@ -61,6 +61,21 @@ class EvalConfig:
         "user message; {problem} is replaced by the problem ('': the benchmark's, else step-by-step with a "
         "\\boxed{} answer, or a python code block for code benchmarks)",
     )
+    system_prompt: str | None = option(
+        None,
+        "system message (unset: the one the model was trained with, read from a distill train/grpo output "
+        "folder's distill_config.yaml, else none; '' for none)",
+    )
+    chat_template: str = option(
+        "",
+        "chat template the server applies ('': the model's own, which distill train saves with the student; else "
+        "a .jinja file or a name under recipes/chat_templates/; only when eval starts the server)",
+    )
+    check_protocol: bool = option(
+        False,
+        "only check that the server accepts the protocol: one request per problem with the run's sampling and "
+        "length, streamed and cut after its first token; nothing is scored",
+    )
     concurrency: int = option(0, "requests in flight at once (0: 64 per server)")
     timeout: float = option(5.0, "verification time bound per sample, seconds")
     require_boxed: bool = option(
@@ -79,6 +94,8 @@ class EvalConfig:
             self.model = [self.model]
         if not self.model:
             raise DistillError("eval: give at least one --model")
+        if self.chat_template and self.server_url:
+            raise DistillError("eval: --chat-template is applied by the server eval starts; drop --server-url or it")
 
 
 def load_reflection_words(path: str | Path | None = None) -> list[str]:

@@ -7,8 +7,20 @@
 
 Sampling (temperature, top_p, max_tokens, k samples) and the prompt template come from the flags when
 given, else from the benchmark definition (eval/aime24.yaml holds R1's protocol), else greedy, 1024
-tokens, one sample. Answers are checked by the benchmark's verifier: math (math-verify), multiple
-choice (a letter), or code (the solution runs on the problem's tests in distill's sandbox).
+tokens, one sample. Every sampling value is sent with each request (top_k, min_p and the penalties
+too), so the server's defaults from the model's generation_config never change a result unseen. The
+system prompt is the one the model was trained with (a distill train/grpo folder records it) unless
+--system-prompt says otherwise; the chat template is the model's own unless --chat-template names one.
+All of it lands in results.json.
+
+Length: the server must hold the longest prompt (counted with the model's tokenizer and chat template)
+plus max_tokens. When eval starts vLLM it sets --max-model-len to that; a model with fewer positions, or
+a running server (--server-url) with a smaller max_model_len, is refused before any request is sent.
+`--check-protocol true` stops there: one streamed request per problem, cut after its first token,
+proves the server accepts the protocol.
+
+Answers are checked by the benchmark's verifier: math (math-verify), multiple choice (a letter), or
+code (the solution runs on the problem's tests in distill's sandbox).
 
 Writes DIR/samples.jsonl (one row per sample, with the verdict), DIR/results.json and the config; with
 several models each gets DIR/<name>/ and DIR/comparison.md holds the table.
@@ -18,18 +30,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import math
 import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import aiohttp
+from transformers import AutoTokenizer
+
 from distill.common import config as config_mod
 from distill.common.client import Job, Result, build_messages, run_jobs, sampling_params
-from distill.common.config import DEFAULT_PROMPT_TEMPLATE
+from distill.common.config import CONFIG_FILENAME, DEFAULT_PROMPT_TEMPLATE, load_yaml
 from distill.common.errors import DistillError
+from distill.common.models import resolve_model
 from distill.common.records import write_json, write_jsonl
-from distill.common.server import has_cuda, servers_for
+from distill.common.resources import resolve_chat_template
+from distill.common.server import Server, has_cuda, servers_for
 from distill.evaluation.config import EvalConfig
 from distill.evaluation.metrics import mean_pass_at_k
 from distill.problems.benchmarks import (
@@ -125,6 +143,107 @@ def protocol(cfg: EvalConfig, bench: Benchmark) -> dict:
     return {k: v for k, (v, _) in values.items()} | {"sources": {k: src for k, (_, src) in values.items()}}
 
 
+# Sent with every eval request besides temperature, top_p and max_tokens: vLLM otherwise takes top_k,
+# min_p and repetition_penalty from the model's generation_config (Qwen's sets repetition_penalty 1.05-1.1).
+NEUTRAL_SAMPLING = {
+    "top_k": -1,
+    "min_p": 0.0,
+    "repetition_penalty": 1.0,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+}
+
+
+def model_prompt(spec: str) -> tuple[str, str]:
+    """(system prompt, where it was read) of a model distill trained: a train output records the system turn
+    of its training rows, a grpo output its system_prompt; ("", "") for any other model."""
+    conf = Path(spec).expanduser() / CONFIG_FILENAME
+    if not conf.is_file():
+        return "", ""
+    values = load_yaml(conf)
+    key = {"train": "data_system_prompt", "grpo": "system_prompt"}.get(str(values.get("stage")))
+    if key and values.get(key):
+        return str(values[key]), f"{conf} ({key})"
+    return "", ""
+
+
+def model_positions(path: str) -> int | None:
+    """The positions a local model holds (config.json's max_position_embeddings, times a RoPE scaling factor);
+    None when unknown (a Hub id, a config without it)."""
+    conf = Path(path) / "config.json"
+    if not conf.is_file():
+        return None
+    try:
+        values = json.loads(conf.read_text())
+    except ValueError:
+        return None
+    values = values.get("text_config") or values
+    positions = values.get("max_position_embeddings")
+    scaling = values.get("rope_scaling") or {}
+    factor = scaling.get("factor") if isinstance(scaling, dict) and scaling.get("rope_type", scaling.get("type")) in (
+        "yarn", "dynamic", "linear", "longrope") else None  # fmt: skip
+    return int(positions * (factor or 1)) if isinstance(positions, int) else None
+
+
+def prompt_lengths(path: str, prompts: list[list[dict]], chat_template: str) -> tuple[list[int], str]:
+    """Tokens of each chat prompt with the generation prompt, by the model's tokenizer and chat template, and
+    how they were counted; where no tokenizer can be loaded (a Hub id offline), its UTF-8 bytes plus 64 for the
+    template, an upper bound."""
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        if chat_template:
+            tok.chat_template = resolve_chat_template(chat_template).read_text(encoding="utf-8")
+        lengths = []
+        for messages in prompts:
+            ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            lengths.append(len(ids["input_ids"] if hasattr(ids, "keys") else ids))
+        return lengths, "tokenizer"
+    except DistillError:
+        raise
+    except Exception:  # noqa: BLE001 - no tokenizer here: bound the length instead
+        return [sum(len(m["content"].encode()) for m in msgs) + 64 for msgs in prompts], "bytes (upper bound)"
+
+
+def check_length(spec: str, path: str, needed: int, prompt_max: int, max_tokens: int, server: Server | None) -> None:
+    """Refuse before any request when the model (or, with `server`, the running server) cannot hold the
+    longest prompt plus max_tokens."""
+    if server is not None:
+        limit, what = server.max_model_len, f"the server at {server.url} holds {server.max_model_len:,} (max_model_len)"
+    else:
+        limit = model_positions(path)
+        what = f"{spec} holds {limit:,} positions (max_position_embeddings)" if limit else ""
+    if not limit or needed <= limit:
+        return
+    fix = f"pass --max-tokens {limit - prompt_max} or less" if limit > prompt_max else "the prompts alone are too long"
+    if server is not None:
+        fix = f"restart it with --max-model-len {needed} or more, or {fix}"
+    raise DistillError(
+        f"the protocol needs {needed:,} tokens (longest prompt {prompt_max:,} + max_tokens {max_tokens:,}), but {what}: {fix}"
+    )
+
+
+async def check_requests(server: Server, jobs: list[Job], params: dict, timeout: float = 300.0) -> list[str]:
+    """Send each job once, streamed, and close it after the first chunk: the server's errors, '' per accepted one."""
+
+    async def one(session: aiohttp.ClientSession, job: Job) -> str:
+        body = {"model": server.model, "messages": job.messages, **params, "stream": True}
+        try:
+            async with session.post(
+                server.url + "/chat/completions", json=body, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as r:
+                if r.status != 200:
+                    return f"HTTP {r.status}: {(await r.text())[:300]}"
+                async for line in r.content:
+                    if line.strip():
+                        return "" if line.startswith(b"data:") else f"unexpected stream line {line[:100]!r}"
+                return "empty stream"
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            return f"{type(e).__name__}: {e}"
+
+    async with aiohttp.ClientSession() as session:
+        return list(await asyncio.gather(*(one(session, j) for j in jobs)))
+
+
 def run_one(cfg: EvalConfig, bench: Benchmark) -> dict:
     model_spec = cfg.model[0]
     proto = protocol(cfg, bench)
@@ -137,10 +256,28 @@ def run_one(cfg: EvalConfig, bench: Benchmark) -> dict:
     if missing:
         what = "tests" if bench.verifier == "code" else "gold answer"
         raise DistillError(f"benchmark {bench.name}: {len(missing)} problems have no {what} (first: {missing[0]})")
+    if cfg.system_prompt is not None:
+        system, system_source = cfg.system_prompt, "flag"
+    else:
+        system, system_source = model_prompt(model_spec)
+    template = str(proto["prompt_template"])
+    text = code_problem if bench.verifier == "code" else (lambda p: p["problem"])
+    jobs = [Job(p["id"], s, build_messages(text(p), template, system), None, p) for p in problems for s in range(k)]
+    max_tokens = int(proto["max_tokens"])
+    path = model_spec if cfg.server_url else resolve_model(model_spec)
+    lengths, counted = prompt_lengths(path, [j.messages for j in jobs[::k]], cfg.chat_template)
+    needed = max(lengths) + max_tokens
+    if not cfg.server_url:
+        check_length(model_spec, path, needed, max(lengths), max_tokens, None)
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    serve = dataclasses.replace(cfg.serve, model=model_spec)
-    params = sampling_params(float(proto["temperature"]), float(proto["top_p"]), int(proto["max_tokens"]))
+    extra_args = list(cfg.serve.extra_args)
+    if cfg.chat_template:
+        extra_args += ["--chat-template", str(resolve_chat_template(cfg.chat_template))]
+    serve = dataclasses.replace(
+        cfg.serve, model=model_spec, max_model_len=max(cfg.serve.max_model_len, needed), extra_args=extra_args
+    )
+    params = {**sampling_params(float(proto["temperature"]), float(proto["top_p"]), max_tokens), **NEUTRAL_SAMPLING}
     shown = ", ".join(f"{key} {proto[key]}" for key in ("temperature", "top_p", "max_tokens", "num_samples"))
     from_bench = [key for key, src in proto["sources"].items() if src == "benchmark"]
     print(
@@ -154,12 +291,33 @@ def run_one(cfg: EvalConfig, bench: Benchmark) -> dict:
             "slower for a 152k vocabulary); pass --top-p 1.0 for a quick CPU run",
             flush=True,
         )
-    template = str(proto["prompt_template"])
-    text = code_problem if bench.verifier == "code" else (lambda p: p["problem"])
-    jobs = [Job(p["id"], s, build_messages(text(p), template), None, p) for p in problems for s in range(k)]
     results: dict[tuple[str, int], Result] = {}
     with servers_for(cfg.server_url, cfg.served_model_name, serve, log_dir=out) as servers:
         model = servers[0].model
+        if cfg.server_url:
+            for server in servers:
+                check_length(model_spec, path, needed, max(lengths), max_tokens, server)
+        if cfg.check_protocol:
+            errors = asyncio.run(check_requests(servers[0], jobs[::k], params))
+            report = {
+                "model": model_spec, "tasks": bench.name, "sampling": {**params, "num_samples": k},
+                "system_prompt": system, "chat_template": cfg.chat_template or "the model's own",
+                "longest_prompt_tokens": max(lengths), "prompt_tokens_counted_by": counted, "needed_tokens": needed,
+                "server_max_model_len": servers[0].max_model_len, "requests": len(errors),
+                "rejected": sum(bool(e) for e in errors), "errors": sorted({e for e in errors if e})[:5],
+            }  # fmt: skip
+            write_json(out / "protocol.json", report)
+            if report["rejected"]:
+                raise DistillError(
+                    f"the server rejected {report['rejected']} of {len(errors)} requests of the {bench.name} protocol "
+                    f"(first: {report['errors'][0]}); see {out / 'protocol.json'}"
+                )
+            print(
+                f"[distill] eval {bench.name}: the server accepts the protocol ({len(errors)} requests; longest prompt "
+                f"{max(lengths)} + max_tokens {max_tokens} = {needed} <= max_model_len {servers[0].max_model_len})",
+                flush=True,
+            )
+            return report
         stats = asyncio.run(
             run_jobs(
                 servers,
@@ -205,7 +363,11 @@ def run_one(cfg: EvalConfig, bench: Benchmark) -> dict:
         "tokens_per_s": stats["tokens_per_s"],
         "sampling": {**params, "num_samples": k},
         "prompt_template": template,
-        "protocol_sources": proto["sources"],
+        "system_prompt": system,
+        "chat_template": str(resolve_chat_template(cfg.chat_template)) if cfg.chat_template else "the model's own",
+        "protocol_sources": {**proto["sources"], "system_prompt": system_source or "none"},
+        "max_model_len": servers[0].max_model_len,
+        "longest_prompt_tokens": max(lengths),
     }
     write_jsonl(out / "samples.jsonl", rows)
     write_json(out / "results.json", summary)

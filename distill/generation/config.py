@@ -24,6 +24,11 @@ class GenerateConfig:
     problem_column: str = option("problem", "column holding the problem text")
     answer_column: str = option("answer", "column holding the gold answer ('' if none)")
     id_column: str = option("", "column holding a stable prompt id ('' to use the row index)")
+    answer_regex: str = option(
+        "",
+        "regex whose group is the gold inside a longer answer text ('' = the column as it is); GSM8K's worked "
+        "solutions: '####\\s*(.+?)\\s*$'",
+    )
     num_prompts: int = option(64, "how many prompts to use (0: all; builtin: how many to generate)")
     levels: list[int] = option([1, 2, 3, 4, 5], "builtin only: difficulty levels to draw from")
     seed: int = option(0, "seed for built-in problems and per-sample sampling seeds")

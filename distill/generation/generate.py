@@ -49,6 +49,7 @@ FINGERPRINT_KEYS = (
     "problem_column",
     "answer_column",
     "id_column",
+    "answer_regex",
     "levels",
     "seed",
     "prompt_template",
@@ -179,6 +180,7 @@ def run(cfg: GenerateConfig) -> dict:
         id_column=cfg.id_column,
         levels=cfg.levels,
         seed=cfg.seed,
+        answer_regex=cfg.answer_regex,
     )
     messages = {p["id"]: build_messages(p["problem"], cfg.prompt_template, cfg.system_prompt) for p in prompts}
     # Running servers are checked before anything is written (a dead URL fails within seconds).

@@ -37,7 +37,7 @@ from huggingface_hub import constants
 from distill.common.config import build, load_yaml
 from distill.common.errors import DistillError
 from distill.common.resources import EVAL_DIR
-from distill.problems.prompts import load_local, load_prompts, parse_level
+from distill.problems.prompts import compile_answer_regex, extract_answer, load_local, load_prompts, parse_level
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 VERIFIERS = ("math", "multiple_choice", "code")
@@ -317,7 +317,7 @@ def _prompts_from_rows(rows: list[dict], source: str, bench: Benchmark, num_prom
                 f"{source}: no column '{col}' for the {what} (columns: {', '.join(sorted(columns))}); "
                 f"set '{key}' in {where}"
             )
-    pattern = re.compile(bench.answer_regex) if bench.answer_regex else None
+    pattern = compile_answer_regex(bench.answer_regex, f"{where}: key 'answer_regex'")
     prompts: list[dict] = []
     seen: set[str] = set()
     for i, row in enumerate(rows):
@@ -329,15 +329,7 @@ def _prompts_from_rows(rows: list[dict], source: str, bench: Benchmark, num_prom
             raise DistillError(f"{source}, row {i + 1}: duplicate id {pid!r} in column '{bench.id_column}'")
         seen.add(pid)
         raw = row.get(bench.answer_column) if bench.answer_column else ""
-        answer = "" if raw is None else str(raw)
-        if pattern is not None:
-            m = pattern.search(answer)
-            if m is None:
-                raise DistillError(
-                    f"{source}, row {i + 1}: answer_regex {bench.answer_regex!r} does not match the answer "
-                    f"{answer[-80:]!r}"
-                )
-            answer = (m.group(1) if pattern.groups else m.group(0)).strip()
+        answer = extract_answer("" if raw is None else str(raw), pattern, f"{source}, row {i + 1}")
         if bench.choice_columns:
             problem, answer = _with_choices(problem, answer, [row.get(c) for c in bench.choice_columns], pid, seed)
         prompt = {

@@ -5,6 +5,7 @@ Every source yields the same prompt dict: id, problem, answer, domain, level.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from distill.common.errors import DistillError
@@ -21,8 +22,10 @@ def load_prompts(
     id_column: str = "",
     levels: list[int] | None = None,
     seed: int = 0,
+    answer_regex: str = "",
 ) -> list[dict]:
-    """Load prompts; raises DistillError naming the file/dataset and column on bad input."""
+    """Load prompts; raises DistillError naming the file/dataset and column on bad input. `answer_regex`
+    takes the gold out of a longer answer text (its one group, e.g. GSM8K's '####\\s*(.+?)\\s*$')."""
     if dataset == "builtin":
         if num_prompts <= 0:
             raise DistillError("builtin prompts need --num-prompts > 0 (they are generated on demand)")
@@ -45,6 +48,7 @@ def load_prompts(
                 f"{source}: no column '{col}' for the {what} (columns: {', '.join(sorted(columns))}); "
                 f"set --{what}-column"
             )
+    pattern = compile_answer_regex(answer_regex, "--answer-regex")
     prompts = []
     seen: set[str] = set()
     for i, row in enumerate(rows):
@@ -56,11 +60,12 @@ def load_prompts(
             raise DistillError(f"{source}, row {i + 1}: duplicate id {pid!r} in column '{id_column}'")
         seen.add(pid)
         answer = row.get(answer_column) if answer_column else ""
+        answer = extract_answer("" if answer is None else str(answer), pattern, f"{source}, row {i + 1}")
         prompts.append(
             {
                 "id": pid,
                 "problem": problem,
-                "answer": "" if answer is None else str(answer),
+                "answer": answer,
                 "domain": str(row.get("domain") or "math"),
                 "level": parse_level(row.get("level")),
             }
@@ -68,6 +73,29 @@ def load_prompts(
         if num_prompts and len(prompts) >= num_prompts:
             break
     return prompts
+
+
+def compile_answer_regex(answer_regex: str, where: str) -> re.Pattern | None:
+    """The compiled regex (one group at most), or None when empty; a bad one is an error naming `where`."""
+    if not answer_regex:
+        return None
+    try:
+        pattern = re.compile(answer_regex)
+    except re.error as e:
+        raise DistillError(f"{where}: not a valid regular expression ({e})") from None
+    if pattern.groups > 1:
+        raise DistillError(f"{where}: {pattern.groups} groups; use one group for the answer and (?:...) for others")
+    return pattern
+
+
+def extract_answer(answer: str, pattern: re.Pattern | None, where: str) -> str:
+    """The gold in `answer`: the regex's group (or whole match) when a pattern is given, else the text as it is."""
+    if pattern is None:
+        return answer
+    m = pattern.search(answer)
+    if m is None:
+        raise DistillError(f"{where}: answer_regex {pattern.pattern!r} does not match the answer {answer[-80:]!r}")
+    return (m.group(1) if pattern.groups else m.group(0)).strip()
 
 
 def parse_level(value) -> int:

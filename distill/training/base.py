@@ -34,7 +34,7 @@ from distill.common import config as config_mod
 from distill.common.errors import DistillError
 from distill.common.hub import check_repo_id
 from distill.common.records import KEPT, read_jsonl, write_json
-from distill.common.resources import CHAT_TEMPLATES
+from distill.common.resources import resolve_chat_template
 from distill.common.server import has_cuda
 from distill.training.config import SFT_DEFAULTS, TrainConfig
 from distill.training.modelcard import push_model
@@ -115,18 +115,6 @@ def resume_checkpoint(cfg: TrainConfig) -> str | None:
 
 # --------------------------------------------------------------------------------------------------
 # Chat template and the token that ends an assistant turn
-
-
-def resolve_chat_template(spec: str) -> Path:
-    """A .jinja file path, or a template name under recipes/chat_templates/ (with or without .jinja)."""
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return path
-    named = CHAT_TEMPLATES / (spec if spec.endswith(".jinja") else f"{spec}.jinja")
-    if named.is_file():
-        return named
-    names = ", ".join(sorted(p.stem for p in CHAT_TEMPLATES.glob("*.jinja"))) or "none"
-    raise DistillError(f"chat_template {spec!r} is neither a file nor a template in {CHAT_TEMPLATES} ({names})")
 
 
 def configure_tokenizer(tokenizer: Any, cfg: Any, model_name: str) -> None:
@@ -295,6 +283,12 @@ class Prepared:
     finish: Callable[[], dict] | None = None  # more of them, known only after training (on-policy budgets)
 
 
+def system_prompt_of(rows: list[dict]) -> str:
+    """The system turn the training rows open with ('' when none): `distill eval` asks the student with it."""
+    first = rows[0]["prompt"] if rows and rows[0].get("prompt") else []
+    return str(first[0].get("content") or "") if first and first[0].get("role") == "system" else ""
+
+
 def is_main() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
@@ -447,7 +441,9 @@ def train_and_save(prep: Prepared, cfg: TrainConfig) -> dict:
             **(prep.finish() if prep.finish else {}),
         }
         (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-        config_mod.save(cfg, out, extra={"resolved_model": prep.path})
+        config_mod.save(
+            cfg, out, extra={"resolved_model": prep.path, "data_system_prompt": system_prompt_of(prep.rows)}
+        )
         write_json(out / "train_metrics.json", metrics)  # last: its presence says the run finished
         print(
             f"[distill] train: {metrics['steps']} steps in {seconds:.0f} s, loss {metrics['first_loss']} -> "

@@ -235,6 +235,9 @@ class GrpoConfig:
     problem_column: str = option("problem", "column holding the problem text")
     answer_column: str = option("answer", "column holding the gold answer (a \\boxed{} solution works too)")
     id_column: str = option("", "column holding a stable prompt id ('' to use the row index)")
+    answer_regex: str = option(
+        "", "regex whose group is the gold inside a longer answer text (GSM8K: '####\\s*(.+?)\\s*$')"
+    )
     num_prompts: int = option(256, "how many prompts to use (0: all; builtin: how many to generate)")
     levels: list[int] = option([1, 2], "builtin only: difficulty levels to draw from")
     seed: int = option(0, "seed of the built-in problems and of training (shuffling, sampling)")

@@ -98,6 +98,7 @@ def load_rows(cfg: GrpoConfig) -> list[dict]:
         cfg.answer_column,
         cfg.id_column,
         levels=cfg.levels,
+        answer_regex=cfg.answer_regex,
         seed=cfg.seed,
     )
     if "accuracy" in cfg.reward_funcs:

@@ -168,13 +168,24 @@ def _parse_boxed(content: str) -> list[Any]:
     return _parse("\\boxed{" + _normalize(content) + "}")
 
 
+# A gold already written as LaTeX: a $...$, \\(...\\) or \\[...\\] pair, or a box.
+_GOLD_DELIMITED = re.compile(r"(?<!\\)\$.*?(?<!\\)\$|\\\(.*?\\\)|\\\[.*?\\\]|\\(?:boxed|fbox)\s*\{", re.DOTALL)
+
+
 @lru_cache(maxsize=4096)  # many samples share one gold
 def _parse_gold(gold: str) -> tuple[Any, ...]:
-    content = last_boxed(gold) if ("\\boxed" in gold or "\\fbox" in gold) else None
-    content = gold if content is None else content
-    if not content.strip():
+    """A gold with LaTeX delimiters or a box is parsed as it is, as math-verify parses any text ("$9$";
+    several boxes are one set; a solution's last box wins), box contents normalised; a bare answer
+    ("\\frac{1}{2}", "(2,2),(6,2)", "72") is parsed as the content of a box."""
+    if not gold.strip():
         return ()
-    return tuple(_parse_boxed(content))
+    if _GOLD_DELIMITED.search(gold):
+        parsed = _parse(_normalize_boxes(gold))
+        if parsed or not boxed_spans(gold):
+            return tuple(parsed)
+        content = last_boxed(gold) or ""  # a box math-verify's pattern misses: read its content
+        return tuple(_parse_boxed(content)) if content.strip() else ()
+    return tuple(_parse_boxed(gold))
 
 
 def verify_math(gold: str, completion: str, finish_reason: str | None = None, require_boxed: bool = False) -> Verdict:
