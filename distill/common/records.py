@@ -55,26 +55,42 @@ def assistant_text(completion: str, reasoning: str = "") -> str:
     return completion
 
 
+def check_input_file(path: Path) -> None:
+    """A DistillError that says what is wrong when `path` is not a readable file."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        raise DistillError(f"{path} is a folder; pass a JSONL file (or a folder holding {TRACES} or {KEPT})")
+    parent = path.parent
+    if parent.is_dir() and str(parent) not in ("", "."):
+        held = sorted(p.name for p in parent.iterdir())[:8]
+        raise DistillError(f"{path} does not exist ({parent} holds: {', '.join(held) or 'nothing'})")
+    raise DistillError(f"input file {path} does not exist")
+
+
 def read_jsonl(path: str | Path, *, allow_torn_tail: bool = False) -> Iterator[dict]:
-    """Rows of a JSONL file. A bad line is an error naming file and line, except a torn last line
-    (no newline at the end of the file) when `allow_torn_tail`, which a killed writer can leave."""
+    """Rows of a JSONL file, read one line at a time (memory does not grow with the file). A bad line is
+    an error naming file and line (text that is not UTF-8, as a binary file has, included), except a torn
+    last line (no newline at the end of the file) when `allow_torn_tail`, which a killed writer can leave."""
     path = Path(path)
-    if not path.is_file():
-        raise DistillError(f"input file {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            if allow_torn_tail and n == len(lines) and not line.endswith("\n"):
-                return
-            raise DistillError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise DistillError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")
-        yield row
+    check_input_file(path)
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DistillError(f"{path}, line {n}: not UTF-8 text (byte {e.start}); is it a JSONL file?") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                if allow_torn_tail and not line.endswith("\n"):  # only the last line can lack its newline
+                    return
+                raise DistillError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise DistillError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")
+            yield row
 
 
 def truncate_torn_tail(path: Path) -> None:

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from distill.common import config as config_mod
 from distill.common.errors import DistillError
 from distill.common.hub import push_dataset
-from distill.common.records import TRACES, read_jsonl, write_json, write_jsonl
+from distill.common.records import TRACES, check_input_file, read_jsonl, write_json, write_jsonl
 from distill.curation import dedup, safety
 from distill.curation.config import FilterConfig
 from distill.curation.selection import SELECTION_STRATEGIES, pass_rate_filter, select_per_prompt
@@ -57,9 +57,12 @@ def input_file(path: str | Path) -> Path:
         for name in (TRACES, "kept.jsonl"):
             if (p / name).is_file():
                 return p / name
-        raise DistillError(f"{p} holds no {TRACES}: pass the traces file or a `distill generate` folder")
-    if not p.exists():
-        raise DistillError(f"input {p} does not exist")
+        held = sorted(x.name for x in p.iterdir())[:8]
+        raise DistillError(
+            f"{p} holds no {TRACES} (it holds: {', '.join(held) or 'nothing'}): pass the traces file or a "
+            "`distill generate` output folder"
+        )
+    check_input_file(p)
     return p
 
 
@@ -150,6 +153,14 @@ def _check_options(cfg: FilterConfig) -> None:
         raise DistillError("--dedup-threshold must lie in (0, 1]")
     if cfg.decontam_ngram < 1:
         raise DistillError("--decontam-ngram must be at least 1")
+    if not cfg.timeout > 0:
+        raise DistillError(f"--timeout must be > 0 seconds, got {cfg.timeout}")
+    if not cfg.code_timeout > 0:
+        raise DistillError(f"--code-timeout must be > 0 seconds, got {cfg.code_timeout}")
+    if cfg.code_memory_mb < 64:
+        raise DistillError(f"--code-memory-mb must be at least 64 (MiB), got {cfg.code_memory_mb}")
+    if cfg.workers < 0:
+        raise DistillError(f"--workers must be 0 (one per core) or more, got {cfg.workers}")
 
 
 def run(cfg: FilterConfig, input_path: str) -> dict:
