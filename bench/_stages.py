@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from distill.common.records import write_json
+
+# Hub benchmarks `distill filter` cannot load offline; decontamination fails closed unless they are named.
+HUB_BENCHMARKS = ("aime24", "aime25", "math500", "gpqa-diamond", "livecodebench")
+
+
+def decontam_skip() -> list[str]:
+    """`--decontam-skip ...` for a machine without Hub access (HF_HUB_OFFLINE=1, as `make` sets), else nothing."""
+    return ["--decontam-skip", *HUB_BENCHMARKS] if os.environ.get("HF_HUB_OFFLINE") == "1" else []
 
 
 def distill(tag: str, *args: str) -> float:

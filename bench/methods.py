@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._stages import Stages  # noqa: E402
+from bench._stages import Stages, decontam_skip  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -98,7 +98,10 @@ def main() -> None:
             "--num-prompts", str(args.prompts), "--num-samples", str(args.samples), "--max-tokens", str(args.max_tokens),
             "--logprobs", str(args.logprobs),
         )  # fmt: skip
-        stage("filter", run / "filtered/report.json", "filter", str(run / "gen"), "--output", str(run / "filtered"))
+        stage(
+            "filter", run / "filtered/report.json", "filter", str(run / "gen"), "--output", str(run / "filtered"),
+            *decontam_skip(),
+        )  # fmt: skip
         onpolicy("onpolicy", url)
     for method in ("sft", "logit-kd"):
         stage(

@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._stages import decontam_skip  # noqa: E402
 from bench._stages import distill as run_distill  # noqa: E402
 from distill.common.records import read_jsonl, write_jsonl  # noqa: E402
 
@@ -92,7 +93,7 @@ def main() -> None:
     if not (run / "filtered/report.json").is_file() and not (
         src and copy_stage(src / "filtered", run / "filtered", "report.json")
     ):
-        distill("filter", str(run / "gen"), "--output", str(run / "filtered"))
+        distill("filter", str(run / "gen"), "--output", str(run / "filtered"), *decontam_skip())
     verified = sum(1 for _ in read_jsonl(run / "filtered/kept.jsonl"))
 
     # 3. the same number of unfiltered traces
