@@ -8,8 +8,9 @@ long C-level bignum operation, so the parent kills the worker (SIGKILL) and star
 The answer is read from the final part of the trace (after the last ``</think>``; the whole text when
 there is none) exactly as math-verify reads a model's output: ``math_verify.parse`` with its LaTeX and
 plain-expression extraction, so several ``\\boxed{}`` joined by "and" or commas are one answer (a set:
-``\\boxed{(2,2)}`` and ``\\boxed{(6,2)}`` for the gold ``(2,2),(6,2)``), the last box wins over earlier
-ones, and an answer written without a box (``$$f(y) = y$$``, "the answer is 14") is still found. With
+``\\boxed{(2,2)}`` and ``\\boxed{(6,2)}`` for the gold ``(2,2),(6,2)``; bare boxes in one run of text are
+one set even when the words between them say otherwise, as in math-verify), a box in a later paragraph or
+``$...$`` wins over earlier ones, and an answer written without a box (``$$f(y) = y$$``, "the answer is 14") is still found. With
 ``require_boxed`` an answer must stand in a box: `distill filter` sets it by default (R1-style traces
 box their answer, and a student trained on unboxed answers stops boxing; a last number that happens to
 match is no proof of a correct trace), `distill eval` does not (benchmarks are scored as math-verify
