@@ -23,16 +23,18 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt requirements/vll
 
 # Convert the embedded teacher and student to Hugging Face folders under $(DISTILL_HOME) (once).
 models: install
-	$(BIN)/python -c "from distill.models import ensure_embedded as e; e('teacher'); e('student')"
+	$(BIN)/python -c "from distill.common.models import ensure_embedded as e; e('teacher'); e('student')"
 
 demo: models
 	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/demo.sh
 
+# Tiers (tests/conftest.py): unit (unmarked), model (loads the embedded weights, trains on CPU), e2e (real vLLM
+# server), gpu (skipped without CUDA). `test` runs every CPU tier; `test-fast` only the unit tier (under a minute).
 test: models
 	$(BIN)/python -m pytest
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not e2e"
+	$(BIN)/python -m pytest -m "not model and not e2e and not gpu"
 
 lint:
 	$(BIN)/ruff check distill tests bench scripts

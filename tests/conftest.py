@@ -1,5 +1,13 @@
-"""Shared fixtures. End-to-end tests (marker `e2e`) share one real vLLM server per model per session:
-each CPU start costs ~80 s."""
+"""Shared fixtures and the test tiers.
+
+Tiers, by marker (registered in pyproject.toml):
+  (none)  unit: seconds, no model weights loaded          make test-fast: pytest -m "not model and not e2e and not gpu"
+  model   loads the embedded student/teacher weights or trains on CPU (tens of seconds)
+  e2e     starts the real vLLM server on the embedded models (~80 s per start, shared per session)
+  gpu     needs a CUDA GPU: skipped here, with the reason, when torch.cuda.is_available() is False
+`make test` (plain `pytest`) runs every CPU tier.
+
+End-to-end tests share one real vLLM server per model per session: each CPU start costs ~80 s."""
 
 import os
 
@@ -11,17 +19,31 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 
+@pytest.hookimpl(trylast=True)  # after -m has deselected: a run without gpu tests never imports torch here
+def pytest_collection_modifyitems(config, items):  # noqa: ARG001 - pytest's hook signature
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is False on this machine")
+    for item in gpu:
+        item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def student_path() -> str:
-    from distill.models import ensure_embedded
+    from distill.common.models import ensure_embedded
 
     return str(ensure_embedded("student"))
 
 
 @pytest.fixture(scope="session")
 def teacher_server():
-    from distill.config import ServeConfig
-    from distill.server import vllm_server
+    from distill.common.config import ServeConfig
+    from distill.common.server import vllm_server
 
     with vllm_server(ServeConfig(model="embedded:teacher", max_model_len=2048, cpu_kvcache_gb=2)) as server:
         yield server

@@ -1,7 +1,9 @@
-"""Real HTTP servers on 127.0.0.1 for client tests: a small OpenAI-compatible server and a
-fault-injecting proxy that can sit in front of it or of the real vLLM server.
+"""Real HTTP servers on 127.0.0.1 for client tests: a small OpenAI-compatible server (FakeOpenAI), a
+teacher that scores prompt tokens (FakeScorer), a chat server that answers by a rule (RuleServer: the
+judge and the safety reviewer) and a fault-injecting proxy that can sit in front of any of them or of
+the real vLLM server (FaultProxy).
 
-Both run an aiohttp app in a background thread, so a test (or a `distill` subprocess) talks to them
+Each runs an aiohttp app in a background thread, so a test (or a `distill` subprocess) talks to them
 over real sockets; nothing in distill is patched.
 """
 
@@ -80,15 +82,19 @@ class FakeOpenAI(_Background):
         self.failing = True
         self.calls: Counter[str] = Counter()
         self.requests = 0
+        self.max_model_len: int | None = None  # when set: reported in /v1/models, as vLLM does
         app = web.Application()
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
         super().__init__(app)
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+        card = {"id": self.model, "object": "model"}
+        if self.max_model_len:
+            card["max_model_len"] = self.max_model_len
+        return web.json_response({"object": "list", "data": [card]})
 
-    async def _chat(self, request: web.Request) -> web.Response:
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests += 1
         self.bodies.append(body)
@@ -101,6 +107,13 @@ class FakeOpenAI(_Background):
             return web.json_response({"error": f"model {body.get('model')!r} not found"}, status=404)
         if self.failing and self.fail_marker in user:
             return web.json_response({"error": "injected failure"}, status=500)
+        if body.get("stream"):  # the first chunk of a streamed answer, then the end
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            chunk = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Adding"}}]}
+            await resp.write(f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode())
+            await resp.write_eof()
+            return resp
         if self.respond is not None:
             text = self.respond(user)
         else:
@@ -152,6 +165,7 @@ class FakeScorer(_Background):
     def __init__(self, model: str = "fake-teacher") -> None:
         self.model = model
         self.scored = 0  # prompt tokens scored
+        self.requests = 0  # sequences scored (one request each)
         app = web.Application()
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/completions", self._complete)
@@ -169,6 +183,7 @@ class FakeScorer(_Background):
         ids = body["prompt"]
         k = int(body.get("prompt_logprobs") or 0)
         self.scored += len(ids)
+        self.requests += 1
         entries: list = [None]
         for t in ids[1:]:
             e = {str(t): {"logprob": self.logprob(t), "rank": 1 if k else 1, "decoded_token": ""}}
@@ -177,6 +192,40 @@ class FakeScorer(_Background):
             entries.append(e)
         return web.json_response(
             {"choices": [{"index": 0, "text": "x", "prompt_logprobs": entries, "finish_reason": "length"}]}
+        )
+
+
+class RuleServer(_Background):
+    """An OpenAI-compatible chat server whose reply is `rule(user_message)`: a string (HTTP 200) or an
+    (HTTP status, error text) pair. Records each request body in `bodies`."""
+
+    def __init__(self, rule: Callable[[str], str | tuple[int, str]], model: str = "judge") -> None:
+        self.rule = rule
+        self.model = model
+        self.bodies: list[dict] = []
+        app = web.Application()
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        super().__init__(app)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.bodies.append(body)
+        reply = self.rule(body["messages"][-1]["content"])
+        if isinstance(reply, tuple):
+            return web.json_response({"error": reply[1]}, status=reply[0])
+        message = {"role": "assistant", "content": reply}
+        return web.json_response(
+            {
+                "id": "cmpl-rule",
+                "object": "chat.completion",
+                "model": self.model,
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
         )
 
 

@@ -13,7 +13,7 @@ def test_a_stage_runs_once_and_records_its_time(tmp_path):
     traces = tmp_path / "traces.jsonl"
     traces.write_text(json.dumps({"id": "a", "sample": 0, "messages": [], "completion": "x"}) + "\n")
     # a real, cheap distill command: filter one row (it is rejected; the report is written all the same)
-    stages("filter", out / "report.json", "filter", str(traces), "--output", str(out))
+    stages("filter", out / "report.json", "filter", str(traces), "--output", str(out), "--decontaminate", "none")
     assert (out / "report.json").is_file()
     times = json.loads((tmp_path / "times.json").read_text())
     assert set(times) == {"filter"} and times["filter"] > 0

@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from distill import config as C
-from distill.cli import main
-from distill.records import write_jsonl
-from distill.train import RECIPES, sft_fields
+from distill.cli import build_parser, main
+from distill.common import config as C
+from distill.common.records import write_jsonl
+from distill.common.resources import RECIPES
+from distill.generation.config import GenerateConfig
+from distill.training.config import TrainConfig
+from distill.training.train import sft_fields
 
 COMMANDS = ("serve", "generate", "filter", "train", "eval", "stats", "plan", "grpo")
 
@@ -27,13 +30,13 @@ def test_push_help():
 
 
 def test_serve_passes_flags_after_double_dash_and_parallel_sizes():
-    from distill.cli import _parser, _split_passthrough
-    from distill.server import server_command
+    from distill.cli import split_passthrough
+    from distill.common.server import server_command
 
-    argv, rest = _split_passthrough(
+    argv, rest = split_passthrough(
         ["serve", "--tensor-parallel-size", "8", "--", "--enable-prefix-caching", "--seed", "1"]
     )
-    cfg = C.from_args(C.ServeConfig, _parser().parse_args(argv))
+    cfg = C.from_args(C.ServeConfig, build_parser().parse_args(argv))
     cfg.extra_args += rest
     cmd = server_command(cfg, "/m", "m", 8000)
     assert cmd[cmd.index("--tensor-parallel-size") + 1] == "8" and "--pipeline-parallel-size" not in cmd
@@ -51,9 +54,9 @@ def test_bad_serve_settings_are_one_line(capsys):
 
 
 def test_a_saved_config_can_be_given_back(tmp_path, capsys):
-    saved = C.save(C.build(C.GenerateConfig, {"num_samples": 3}), tmp_path / "run1")
-    args = __import__("distill.cli", fromlist=["_parser"])._parser().parse_args(["generate", "--config", str(saved)])
-    assert C.from_args(C.GenerateConfig, args).num_samples == 3
+    saved = C.save(C.build(GenerateConfig, {"num_samples": 3}), tmp_path / "run1")
+    args = build_parser().parse_args(["generate", "--config", str(saved)])
+    assert C.from_args(GenerateConfig, args).num_samples == 3
     code, err = run_cli(["filter", str(tmp_path), "--config", str(saved), "--output", str(tmp_path / "f")], capsys)
     assert_one_line_error(code, err, "this config is for `distill generate`")
 
@@ -63,7 +66,7 @@ def test_every_sft_recipe_is_valid():
     assert len(recipes) >= 7
     extra = sft_fields()
     for path in recipes:
-        cfg = C.build(C.TrainConfig, C.load_yaml(path), source=str(path), extra=extra)
+        cfg = C.build(TrainConfig, C.load_yaml(path), source=str(path), extra=extra)
         assert cfg.model and cfg.sft, path
         assert path.read_text().startswith("# distill train --size"), f"{path}: header must give the command"
 
@@ -172,7 +175,7 @@ def test_generate_recipes_and_slurm_templates_are_valid():
     recipes = sorted((root / "generate").glob("*.yaml"))
     assert recipes
     for path in recipes:
-        cfg = C.build(C.GenerateConfig, C.load_yaml(path), source=str(path))
+        cfg = C.build(GenerateConfig, C.load_yaml(path), source=str(path))
         assert cfg.teacher and cfg.serve.tensor_parallel_size >= 1, path
         assert path.read_text().startswith("# distill generate"), f"{path}: header must give the command"
     for script in sorted((root / "slurm").glob("*.slurm")):

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from distill.cli import main
-from distill.records import read_jsonl
+from distill.common.records import read_jsonl
 
 pytestmark = pytest.mark.e2e
 
@@ -99,8 +99,8 @@ def test_teacher_eval_through_server(tmp_path, teacher_server):
 def test_faults_in_front_of_the_real_server_lose_nothing(tmp_path, teacher_server):
     """A fault-injecting proxy between distill and vLLM: 500s, 429s, resets, drops, garbage and one
     stall; every sample still arrives exactly once."""
-    from distill.config import GenerateConfig
-    from distill.generate import run
+    from distill.generation.config import GenerateConfig
+    from distill.generation.generate import run
     from tests.fakes import FaultProxy
 
     plan = ["500", "ok", "reset", "ok", "429", "drop", "ok", "garbage", "stall", "ok"]
@@ -166,8 +166,8 @@ def test_teacher_top_k_logprobs_from_the_real_server(tmp_path, teacher_server):
     import numpy as np
     from transformers import AutoTokenizer
 
-    from distill.logprobs import unpack
-    from distill.models import resolve_model
+    from distill.common.logprobs import unpack
+    from distill.common.models import resolve_model
 
     gen = tmp_path / "gen"
     args = ["generate", "--server-url", teacher_server.url, "--output", str(gen), "--num-prompts", "2"]
@@ -189,8 +189,8 @@ def test_teacher_scores_a_students_text_through_prompt_logprobs(teacher_server):
     token (and its top-K), in the teacher's own tokens."""
     from transformers import AutoTokenizer
 
-    from distill.models import resolve_model
-    from distill.onpolicy import score
+    from distill.common.models import resolve_model
+    from distill.training.onpolicy import score
 
     tok = AutoTokenizer.from_pretrained(resolve_model("embedded:teacher"))
     prompt = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], add_generation_prompt=True)

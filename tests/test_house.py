@@ -115,10 +115,7 @@ def test_the_rules_catch_what_they_forbid(tmp_path):
     """The checks above, run on a file that breaks each rule, find each break (they can fail)."""
     bad = tmp_path / "bad.py"
     bad.write_text(
-        "from distill.training.base import _secret\n"
-        "def f():\n"
-        "    from distill.common import config\n"
-        "    import torch\n"
+        "from distill.training.base import _secret\ndef f():\n    from distill.common import config\n    import torch\n"
     )
     found = imports(bad)
     assert [(t, n, inside) for _, t, n, inside in found] == [

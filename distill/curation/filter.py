@@ -165,11 +165,11 @@ def _check_options(cfg: FilterConfig) -> None:
 
 def run(cfg: FilterConfig, input_path: str) -> dict:
     _check_options(cfg)
-    benchmarks = decontamination_sources(cfg)  # before any work: an unloadable benchmark stops the run here
     src = input_file(input_path)
     rows = list(read_jsonl(src, allow_torn_tail=True))
     if not rows:
         raise DistillError(f"{src}: no rows to filter")
+    benchmarks = decontamination_sources(cfg)  # before any stage: an unloadable benchmark stops the run here
     out = Path(cfg.output)
     if out.resolve() == src.parent.resolve() and src.name in ("kept.jsonl", "rejected.jsonl"):
         raise DistillError(f"--output {out} would overwrite the input {src}; choose another folder")
@@ -289,10 +289,10 @@ def decontamination_sources(cfg: FilterConfig) -> list[tuple[str, list[str]]]:
         except DistillError as e:
             failed[name] = str(e).split(". ")[0]
     if failed:
-        reasons = "; ".join(f"{n}: {why}" for n, why in failed.items())
+        first = next(iter(failed))
         raise DistillError(
-            f"decontamination cannot load {len(failed)} benchmark(s) ({reasons}). Give Hub access or a local copy "
-            f"(`local:` in eval/NAME.yaml), or leave them out knowingly: --decontam-skip {' '.join(failed)}"
+            f"decontamination cannot load {', '.join(failed)} ({first}: {failed[first]}). Give Hub access or a local "
+            f"copy (`local:` in eval/NAME.yaml), or leave them out knowingly: --decontam-skip {' '.join(failed)}"
         )
     return loaded
 

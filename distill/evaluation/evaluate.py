@@ -207,13 +207,13 @@ def prompt_lengths(path: str, prompts: list[list[dict]], chat_template: str) -> 
 def check_length(spec: str, path: str, needed: int, prompt_max: int, max_tokens: int, server: Server | None) -> None:
     """Refuse before any request when the model (or, with `server`, the running server) cannot hold the
     longest prompt plus max_tokens."""
-    if server is not None:
-        limit, what = server.max_model_len, f"the server at {server.url} holds {server.max_model_len:,} (max_model_len)"
-    else:
-        limit = model_positions(path)
-        what = f"{spec} holds {limit:,} positions (max_position_embeddings)" if limit else ""
-    if not limit or needed <= limit:
+    limit = server.max_model_len if server is not None else model_positions(path)
+    if not limit or needed <= limit:  # unknown (a server that does not report it, a Hub id): vLLM will say
         return
+    if server is not None:
+        what = f"the server at {server.url} holds {limit:,} (max_model_len)"
+    else:
+        what = f"{spec} holds {limit:,} positions (max_position_embeddings)"
     fix = f"pass --max-tokens {limit - prompt_max} or less" if limit > prompt_max else "the prompts alone are too long"
     if server is not None:
         fix = f"restart it with --max-model-len {needed} or more, or {fix}"
@@ -264,7 +264,10 @@ def run_one(cfg: EvalConfig, bench: Benchmark) -> dict:
     text = code_problem if bench.verifier == "code" else (lambda p: p["problem"])
     jobs = [Job(p["id"], s, build_messages(text(p), template, system), None, p) for p in problems for s in range(k)]
     max_tokens = int(proto["max_tokens"])
-    path = model_spec if cfg.server_url else resolve_model(model_spec)
+    # Prompts are counted with the model's tokenizer where it is here (a folder, an embedded model); a model
+    # behind --server-url that is not here is bounded by the prompts' bytes.
+    local = not cfg.server_url or model_spec.startswith("embedded:") or Path(model_spec).expanduser().is_dir()
+    path = resolve_model(model_spec) if local else model_spec
     lengths, counted = prompt_lengths(path, [j.messages for j in jobs[::k]], cfg.chat_template)
     needed = max(lengths) + max_tokens
     if not cfg.server_url:

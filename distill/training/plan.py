@@ -40,7 +40,7 @@ Throughput: tokens/s = GPUs x TFLOPS x MFU x 1e12 / FLOPs per token, with FLOPs 
 6 x P + 12 x L x h x S (PaLM's convention; P without the input-embedding lookup), 4 x P + 6 x P_lora under
 LoRA (no weight gradients for frozen weights), plus one more forward (x4/3) under checkpointing.
 
-Known runs (open-r1 OpenR1-Distill-7B, OlympicCoder-32B, s1-32B) are checked in tests/test_plan.py and
+Known runs (open-r1 OpenR1-Distill-7B, OlympicCoder-32B, s1-32B) are checked in tests/training/test_plan.py and
 tabled with their sources in docs/PLANNER.md.
 """
 
@@ -149,7 +149,7 @@ class Arch:
 
 # Numbers from each model's config.json on the Hugging Face Hub (read through the `search` tool on the
 # Hub pages and on copies of the configs in public repositories; URLs below). Parameter counts computed
-# from them match the published ones to < 0.1 % (checked in tests/test_plan.py).
+# from them match the published ones to < 0.1 % (checked in tests/training/test_plan.py).
 ARCHS: dict[str, Arch] = {
     # https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct/blob/main/config.json (LlamaForCausalLM):
     # 30 layers, hidden 576, intermediate 1536, 9 heads, 3 KV heads, vocab 49152, tied, 8192 positions;

@@ -59,7 +59,7 @@ _TEST_CRASH_GOLD = "__distill_test_crash__"  # with DISTILL_VERIFY_TEST_HOOKS=1:
 class Verdict:
     correct: bool
     reason: str  # "correct", or why not (see the module docstring)
-    extracted: str  # the answer text compared (as math-verify extracted it), or "" if none
+    extracted: str  # the answer: the box's content for one box, else the text math-verify extracted; "" if none
     seconds: float  # time spent verifying this sample
 
 
@@ -212,7 +212,11 @@ def verify_math(gold: str, completion: str, finish_reason: str | None = None, re
                 extracted = boxes[-1]
                 return verdict(False, "unparsable_answer")
             return verdict(False, "no_answer")
-        extracted = next((x for x in reversed(answer_parsed) if isinstance(x, str)), "")
+        # What the model wrote: the box's content when there is one box, else math-verify's extracted text.
+        found = [b for b in boxes if b.strip()]
+        extracted = (
+            found[0] if len(found) == 1 else next((x for x in reversed(answer_parsed) if isinstance(x, str)), "")
+        )
         gold_parsed = _parse_gold(gold if isinstance(gold, str) else str(gold))
         if not gold_parsed:
             return verdict(False, "unparsable_gold")

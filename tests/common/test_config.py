@@ -5,8 +5,11 @@ import argparse
 import pytest
 import yaml
 
-from distill import config as C
-from distill.errors import DistillError
+from distill.common import config as C
+from distill.common.errors import DistillError
+from distill.curation.config import FilterConfig
+from distill.generation.config import GenerateConfig
+from distill.training.config import TrainConfig
 
 
 def parse(cls, argv):
@@ -16,8 +19,8 @@ def parse(cls, argv):
 
 
 def test_defaults_when_nothing_given():
-    cfg = C.from_args(C.GenerateConfig, parse(C.GenerateConfig, []))
-    assert cfg == C.GenerateConfig()
+    cfg = C.from_args(GenerateConfig, parse(GenerateConfig, []))
+    assert cfg == GenerateConfig()
     assert cfg.top_p == 1.0 and cfg.temperature == 0.6
     assert "\\boxed{{}}" in cfg.prompt_template  # format-escaped braces
 
@@ -26,10 +29,10 @@ def test_precedence_default_yaml_set_flag(tmp_path):
     f = tmp_path / "r.yaml"
     f.write_text(yaml.safe_dump({"num_samples": 3, "temperature": 0.9, "max_tokens": 100, "serve": {"port": 9000}}))
     args = parse(
-        C.GenerateConfig,
+        GenerateConfig,
         ["--config", str(f), "--set", "max_tokens=200", "--set", "serve.max_model_len=8192", "--temperature", "0.2"],
     )
-    cfg = C.from_args(C.GenerateConfig, args)
+    cfg = C.from_args(GenerateConfig, args)
     assert cfg.num_samples == 3  # YAML over default
     assert cfg.max_tokens == 200  # --set over YAML
     assert cfg.temperature == 0.2  # flag over YAML
@@ -41,32 +44,32 @@ def test_unknown_yaml_key_names_key_and_file(tmp_path):
     f = tmp_path / "bad.yaml"
     f.write_text("num_samples: 2\ntemprature: 0.5\n")
     with pytest.raises(DistillError, match=r"bad\.yaml: unknown key 'temprature'"):
-        C.from_args(C.GenerateConfig, parse(C.GenerateConfig, ["--config", str(f)]))
+        C.from_args(GenerateConfig, parse(GenerateConfig, ["--config", str(f)]))
 
 
 def test_unknown_nested_key(tmp_path):
     f = tmp_path / "bad.yaml"
     f.write_text("serve:\n  gpu_mem: 3\n")
     with pytest.raises(DistillError, match="unknown key 'gpu_mem'"):
-        C.from_args(C.GenerateConfig, parse(C.GenerateConfig, ["--config", str(f)]))
+        C.from_args(GenerateConfig, parse(GenerateConfig, ["--config", str(f)]))
 
 
 def test_unknown_set_key():
     with pytest.raises(DistillError, match=r"--set: unknown key 'nope'"):
-        C.from_args(C.FilterConfig, parse(C.FilterConfig, ["--set", "nope=1"]))
+        C.from_args(FilterConfig, parse(FilterConfig, ["--set", "nope=1"]))
 
 
 def test_type_errors_name_the_key(tmp_path):
     f = tmp_path / "r.yaml"
     f.write_text("num_samples: many\n")
     with pytest.raises(DistillError, match="key 'num_samples': expected an integer"):
-        C.from_args(C.GenerateConfig, parse(C.GenerateConfig, ["--config", str(f)]))
+        C.from_args(GenerateConfig, parse(GenerateConfig, ["--config", str(f)]))
     with pytest.raises(DistillError, match="expected true or false"):
-        C.build(C.TrainConfig, {"requires_gpu": "maybe"})
+        C.build(TrainConfig, {"requires_gpu": "maybe"})
 
 
 def test_flags_are_typed():
-    cfg = C.from_args(C.GenerateConfig, parse(C.GenerateConfig, ["--num-samples", "7", "--levels", "1", "2"]))
+    cfg = C.from_args(GenerateConfig, parse(GenerateConfig, ["--num-samples", "7", "--levels", "1", "2"]))
     assert cfg.num_samples == 7 and cfg.levels == [1, 2]
 
 
@@ -83,17 +86,17 @@ def test_missing_and_invalid_yaml(tmp_path):
 
 
 def test_extra_keys_pass_through_to_sft():
-    cfg = C.build(C.TrainConfig, {"learning_rate": 1e-5, "size": "7b"}, extra={"learning_rate"})
+    cfg = C.build(TrainConfig, {"learning_rate": 1e-5, "size": "7b"}, extra={"learning_rate"})
     assert cfg.sft == {"learning_rate": 1e-5} and cfg.size == "7b"
 
 
 def test_save_roundtrip(tmp_path):
-    cfg = C.GenerateConfig(num_samples=5)
+    cfg = GenerateConfig(num_samples=5)
     path = C.save(cfg, tmp_path)
     data = yaml.safe_load(path.read_text())
     assert data["stage"] == "generate" and data["num_samples"] == 5 and data["serve"]["max_model_len"] == 4096
     data.pop("stage")
-    assert C.build(C.GenerateConfig, data) == cfg  # the saved config rebuilds the same run
+    assert C.build(GenerateConfig, data) == cfg  # the saved config rebuilds the same run
 
 
 def test_exponent_without_dot_is_a_number(tmp_path):

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distill import hub
-from distill.config import CONFIG_FILENAME
-from distill.errors import DistillError
-from distill.records import write_json, write_jsonl
+from distill.common import hub
+from distill.common.config import CONFIG_FILENAME
+from distill.common.errors import DistillError
+from distill.common.records import write_json, write_jsonl
 
 TEMPLATE = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 
@@ -163,13 +163,14 @@ def test_generate_card_front_matter_and_numbers(tmp_path):
 
 def test_generate_card_command_reproduces_the_config(tmp_path):
     from distill import cli
-    from distill.config import GenerateConfig, from_args
+    from distill.common.config import from_args
+    from distill.generation.config import GenerateConfig
 
     folder = make_generate(tmp_path / "gen")
     (cmd,) = code_blocks(hub.dataset_card(folder), "bash")
     argv = shlex.split(cmd.replace("\\\n", " "))
     assert argv[:2] == ["distill", "generate"]
-    cfg = from_args(GenerateConfig, cli._parser().parse_args(argv[1:]))
+    cfg = from_args(GenerateConfig, cli.build_parser().parse_args(argv[1:]))
     want = gen_config(folder)
     assert cfg.output == "runs/gen"  # an absolute output folder is shown without the local directories
     for key in ("teacher", "dataset", "num_prompts", "levels", "seed", "num_samples", "temperature"):
@@ -367,7 +368,8 @@ def test_push_http_errors_say_what_to_do(tmp_path, hub_env, status, hint):
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # a short poll interval: shutdown() waits for the next poll (0.5 s by default)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         with pytest.raises(DistillError) as e:
             hub.push_dataset(

@@ -1,18 +1,14 @@
-"""`distill generate --logprobs K`: the teacher's top-K log-probabilities per token, stored compactly
-in each row and read back exactly (ids) or to float16 precision (log-probabilities)."""
+"""The teacher's top-K log-probabilities per token (`distill generate --logprobs K`): parsed from the
+server's reply, stored compactly in each row and read back exactly (ids) or to float16 precision
+(log-probabilities). tests/generation/test_generate_logprobs.py asks a server for them."""
 
 import json
-import zlib
 
 import numpy as np
 import pytest
 
-from distill.config import GenerateConfig
-from distill.errors import DistillError
-from distill.generate import run
-from distill.logprobs import TokenLogprobs, pack, parse_chat_logprobs, unpack
-from distill.records import write_jsonl
-from tests.fakes import FakeOpenAI, read_rows
+from distill.common.errors import DistillError
+from distill.common.logprobs import TokenLogprobs, pack, parse_chat_logprobs, unpack
 
 
 def test_pack_round_trip_keeps_ids_exactly_and_logprobs_to_float16():
@@ -55,42 +51,6 @@ def test_text_tokens_are_refused_with_the_reason():
         parse_chat_logprobs({}, 2)
 
 
-def test_generate_stores_top_k_per_generated_token(tmp_path):
-    write_jsonl(
-        tmp_path / "p.jsonl", [{"id": f"q{i}", "problem": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(3)]
-    )
-    with FakeOpenAI() as server:
-        cfg = GenerateConfig(
-            output=str(tmp_path / "gen"), server_url=[server.url], dataset=str(tmp_path / "p.jsonl"), id_column="id",
-            num_prompts=0, num_samples=2, logprobs=4,
-        )  # fmt: skip
-        run(cfg)
-        body = server.bodies[0]
-    assert body["logprobs"] is True and body["top_logprobs"] == 4 and body["return_tokens_as_token_ids"] is True
-    rows = read_rows(tmp_path / "gen" / "traces.jsonl")
-    assert len(rows) == 6
-    for r in rows:
-        tl = unpack(r["teacher_logprobs"])
-        words = r["completion"].split()
-        assert len(tl) == len(words) and tl.k == 4
-        assert tl.ids.tolist() == [zlib.crc32(w.encode()) % 50000 for w in words]
-        assert np.array_equal(tl.top_ids[:, 0], tl.ids) and np.array_equal(tl.top_ids[:, 1], tl.ids + 1)
-        assert np.allclose(tl.top_logprobs[:, 1], tl.logprobs - 1, atol=2e-3)
-        assert "logprobs" not in r["sampling"] and r["sampling"]["temperature"] == 0.6
-    # a resume asking for other logprobs is refused: rows with and without them would mix
-    with FakeOpenAI() as server:
-        with pytest.raises(DistillError, match="logprobs: 4 -> 0"):
-            run(GenerateConfig(**{**cfg.__dict__, "server_url": [server.url], "logprobs": 0, "serve": cfg.serve}))
-
-
-def test_plain_sampling_params_and_a_bad_logprobs_value():
-    from distill.generate import sampling_params
-
-    assert sampling_params(0.6, 1.0, 64) == {"temperature": 0.6, "top_p": 1.0, "max_tokens": 64}
-    with pytest.raises(DistillError, match="--logprobs"):
-        run(GenerateConfig(logprobs=-1))
-
-
 def test_the_sampled_token_listed_first_outside_the_top_k_is_dropped_from_the_top_k():
     """vLLM puts the sampled token first when it is not among the top K: K + 1 entries, unsorted."""
     entry = {
@@ -105,25 +65,3 @@ def test_the_sampled_token_listed_first_outside_the_top_k_is_dropped_from_the_to
     tl = parse_chat_logprobs({"logprobs": {"content": [entry]}}, 2)
     assert tl.ids.tolist() == [7] and tl.logprobs.tolist() == [-2.5]
     assert tl.top_ids.tolist() == [[1, 2]] and np.allclose(tl.top_logprobs, [[-0.2, -1.9]])
-
-
-def test_more_than_twenty_logprobs_raise_the_limit_of_the_server_generate_starts(tmp_path, monkeypatch):
-    import contextlib
-
-    from distill import generate
-    from distill.server import connect_all
-
-    seen = []
-
-    @contextlib.contextmanager
-    def fake_servers(urls, name, serve, log_dir):  # noqa: ARG001 - stands in for starting vLLM
-        seen.append(list(serve.extra_args))
-        with FakeOpenAI() as server:
-            yield connect_all([server.url])
-
-    monkeypatch.setattr(generate, "servers_for", fake_servers)
-    write_jsonl(tmp_path / "p.jsonl", [{"id": "q", "problem": "What is 1 + 1?", "answer": "2"}])
-    common = dict(dataset=str(tmp_path / "p.jsonl"), id_column="id", num_prompts=0, num_samples=1)
-    run(GenerateConfig(output=str(tmp_path / "a"), logprobs=32, **common))
-    run(GenerateConfig(output=str(tmp_path / "b"), logprobs=5, **common))
-    assert seen == [["--max-logprobs", "32"], []]

@@ -1,4 +1,4 @@
-"""Duplicate prompts and benchmark decontamination (distill.dedup): exact, near, n-gram overlap."""
+"""Duplicate prompts and benchmark decontamination (distill.curation.dedup): exact, near, n-gram overlap."""
 
 import json
 import os
@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from distill.dedup import (
+from distill.common.errors import DistillError
+from distill.curation.dedup import (
     Contamination,
     exact_duplicates,
     load_benchmark_problems,
@@ -17,7 +18,6 @@ from distill.dedup import (
     ngrams,
     normalize,
 )
-from distill.errors import DistillError
 
 BAKER = "A baker makes 6 trays of rolls with 14 rolls on each tray. She sells 59 rolls. How many rolls are left?"
 BAKER_REWORDED = BAKER.replace("makes", "bakes")
@@ -99,7 +99,7 @@ def test_near_duplicates_greedy_against_kept_prompts_only():
 
 
 def test_near_duplicates_are_identical_across_runs_and_processes(tmp_path):
-    from distill.tasks import builtin_problems
+    from distill.problems.tasks import builtin_problems
 
     problems = [p["problem"] for p in builtin_problems("train", 300, seed=1, levels=[1, 2, 3])]
     rows = [{"id": str(i), "problem": p} for i, p in enumerate(problems + [problems[5].replace("How", "how")])]
@@ -108,7 +108,7 @@ def test_near_duplicates_are_identical_across_runs_and_processes(tmp_path):
     assert first[300] == (5, 1.0)
     (tmp_path / "rows.json").write_text(json.dumps(rows))
     code = (
-        "import json, sys; from distill.dedup import near_duplicates; "
+        "import json, sys; from distill.curation.dedup import near_duplicates; "
         f"rows = json.load(open({str(tmp_path / 'rows.json')!r})); "
         "print(json.dumps(sorted((k, list(v)) for k, v in near_duplicates(rows, same_numbers=False).items())))"
     )

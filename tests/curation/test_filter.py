@@ -6,10 +6,10 @@ import json
 import pytest
 
 from distill.cli import main
-from distill.config import FilterConfig
-from distill.errors import DistillError
-from distill.filter import report_table, run, verifier_for
-from distill.records import read_jsonl, write_jsonl
+from distill.common.errors import DistillError
+from distill.common.records import read_jsonl, write_jsonl
+from distill.curation.config import FilterConfig
+from distill.curation.filter import report_table, run, verifier_for
 
 TEMPLATE = "\nPlease reason step by step, and put your final answer within \\boxed{}."
 
@@ -127,8 +127,8 @@ def test_selection_max_per_prompt_and_pass_rate(tmp_path):
 
 
 def test_decontamination_against_a_benchmark(tmp_path):
-    from distill.benchmarks import load_benchmark
-    from distill.prompts import load_prompts
+    from distill.problems.benchmarks import load_benchmark
+    from distill.problems.prompts import load_prompts
 
     bench = load_benchmark("sample")
     leaked = load_prompts(bench.dataset, num_prompts=0, id_column=bench.id_column)[2]

@@ -3,9 +3,9 @@ standard error, unbiased pass@k, by level; a benchmark definition of your own.""
 
 import json
 
-from distill.config import EvalConfig
-from distill.evaluate import run
-from distill.records import read_jsonl, write_jsonl
+from distill.common.records import read_jsonl, write_jsonl
+from distill.evaluation.config import EvalConfig
+from distill.evaluation.evaluate import run
 from tests.fakes import FakeOpenAI
 
 
@@ -65,15 +65,16 @@ def test_benchmark_protocol_applies_unless_a_flag_overrides_it(tmp_path):
                 num_samples=1, prompt_template="{problem} (briefly)",
             )
         )  # fmt: skip
-    assert res["sampling"] == {"temperature": 0.6, "top_p": 0.95, "max_tokens": 300, "num_samples": 3}
+    neutral = {"top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+    assert res["sampling"] == {"temperature": 0.6, "top_p": 0.95, "max_tokens": 300, "num_samples": 3, **neutral}
     assert res["samples"] == 6 and len(first) == 6
     assert {(b["temperature"], b["top_p"], b["max_tokens"]) for b in first} == {(0.6, 0.95, 300)}
     assert all(b["messages"][-1]["content"].startswith("Q: Add") for b in first)
     assert res["protocol_sources"]["temperature"] == "benchmark"
-    assert res2["sampling"] == {"temperature": 0.0, "top_p": 0.95, "max_tokens": 300, "num_samples": 1}
+    assert res2["sampling"] == {"temperature": 0.0, "top_p": 0.95, "max_tokens": 300, "num_samples": 1, **neutral}
     assert res2["protocol_sources"] == {
         "num_samples": "flag", "temperature": "flag", "top_p": "benchmark", "max_tokens": "benchmark",
-        "prompt_template": "flag",
+        "prompt_template": "flag", "system_prompt": "none",
     }  # fmt: skip
     assert all(b["messages"][-1]["content"].endswith("(briefly)") for b in server.bodies)
     saved = (tmp_path / "a" / "distill_config.yaml").read_text()
@@ -83,8 +84,8 @@ def test_benchmark_protocol_applies_unless_a_flag_overrides_it(tmp_path):
 def test_bad_protocol_in_a_definition_names_the_key(tmp_path):
     import pytest
 
-    from distill.benchmarks import load_benchmark
-    from distill.errors import DistillError
+    from distill.common.errors import DistillError
+    from distill.problems.benchmarks import load_benchmark
 
     d = bench(tmp_path, 1)
     with open(d, "a") as f:
@@ -170,8 +171,8 @@ def test_livecodebench_private_tests_are_decoded_without_running_pickled_code():
 
     import pytest
 
-    from distill.benchmarks import code_tests
-    from distill.errors import DistillError
+    from distill.common.errors import DistillError
+    from distill.problems.benchmarks import code_tests
 
     private = [{"input": "10 20\n", "output": "30\n", "testtype": "stdin"}]
     packed = base64.b64encode(zlib.compress(pickle.dumps(json.dumps(private)))).decode()
@@ -195,7 +196,7 @@ def test_livecodebench_private_tests_are_decoded_without_running_pickled_code():
 def test_several_models_one_table(tmp_path, monkeypatch):
     import contextlib
 
-    from distill import evaluate
+    from distill.evaluation import evaluate
 
     servers = {}
 
@@ -204,7 +205,7 @@ def test_several_models_one_table(tmp_path, monkeypatch):
         with FakeOpenAI(model=serve.model) as server:
             server.wrong_every = 2 if serve.model == "weak" else 0
             servers[serve.model] = server
-            from distill.server import connect_all
+            from distill.common.server import connect_all
 
             yield connect_all([server.url], serve.model)
 
@@ -225,7 +226,7 @@ def test_several_models_one_table(tmp_path, monkeypatch):
 def test_several_models_refuse_a_running_server(tmp_path):
     import pytest
 
-    from distill.errors import DistillError
+    from distill.common.errors import DistillError
 
     with pytest.raises(DistillError, match="several --model"):
         run(

@@ -11,7 +11,7 @@ from fractions import Fraction
 
 import pytest
 
-from distill.metrics import mean_pass_at_k, pass_at_1_from_samples, pass_at_k
+from distill.evaluation.metrics import mean_pass_at_k, pass_at_1_from_samples, pass_at_k
 
 
 def brute_pass_at_k(n: int, c: int, k: int) -> Fraction:

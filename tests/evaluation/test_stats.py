@@ -34,19 +34,12 @@ from pathlib import Path
 
 import pytest
 
-from distill.config import build
-from distill.errors import DistillError
-from distill.stats import (
-    StatsConfig,
-    TokenCounter,
-    distribution,
-    find_source,
-    load_reflection_words,
-    run,
-    trace_parts,
-)
+from distill.common.config import build
+from distill.common.errors import DistillError
+from distill.evaluation.config import StatsConfig, load_reflection_words
+from distill.evaluation.stats import TokenCounter, distribution, find_source, run, trace_parts
 
-FIXTURE = Path(__file__).parent / "data" / "stats_fixture"
+FIXTURE = Path(__file__).resolve().parents[1] / "data" / "stats_fixture"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 R1_WORDS = ["wait", "mistake", "however", "but", "retry", "error", "verify", "wrong", "evaluate", "check"]
 

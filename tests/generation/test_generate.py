@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main
-from distill.config import GenerateConfig
-from distill.errors import DistillError
-from distill.generate import FAILURES, LOCK_FILE, backoff, locked, run
-from distill.records import write_jsonl
+from distill.common.errors import DistillError
+from distill.common.records import write_jsonl
+from distill.generation.config import GenerateConfig
+from distill.generation.generate import FAILURES, LOCK_FILE, locked, output_file, run
 from tests.fakes import FakeOpenAI, FaultProxy, cycle, random_plan, read_rows
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def prompts_file(tmp_path, n=12, poison=()):
@@ -93,9 +93,9 @@ def test_separated_reasoning_and_truncation_are_kept(tmp_path, teacher):
 @pytest.mark.parametrize("fault", ["500", "429", "reset", "drop", "garbage", "stall"])
 def test_every_fault_is_retried_and_nothing_is_lost(tmp_path, teacher, fault):
     prompts_file(tmp_path, n=6)
-    # every other request suffers the fault; the client's timeout is short so a stall costs 1 s
+    # every other request suffers the fault; the client's timeout is short so a stall costs 0.5 s
     with FaultProxy(teacher.url, cycle(fault, "ok"), stall_seconds=5) as proxy:
-        summary = run(cfg(tmp_path, [proxy.url], request_timeout=1.0, max_retries=6))
+        summary = run(cfg(tmp_path, [proxy.url], request_timeout=0.5, max_retries=6))
     assert pairs(tmp_path / "gen" / "traces.jsonl") == expected(6, 2)
     assert proxy.seen[fault] >= 6 and summary["retries"] >= 6 and summary["failed"] == 0
 
@@ -209,11 +209,9 @@ def test_two_runs_cannot_write_one_folder(tmp_path, teacher):
     assert (tmp_path / "gen" / LOCK_FILE).exists()
 
 
-def test_backoff_grows_with_jitter_and_honours_retry_after():
-    waits = [backoff(a) for a in (1, 2, 3, 4, 5, 6, 7) for _ in range(50)]
-    assert all(0 <= w <= 60 for w in waits) and len(set(waits)) > 100
-    assert max(backoff(6) for _ in range(200)) > max(backoff(1) for _ in range(200))
-    assert backoff(3, retry_after=2.5) == 2.5
+def test_output_file():
+    assert str(output_file("runs/gen")) == "runs/gen/traces.jsonl"
+    assert str(output_file("runs/t.jsonl")) == "runs/t.jsonl"
 
 
 def _generate_cmd(url, tmp_path):

@@ -4,14 +4,16 @@ problems with gold answers; Hub ones fail fast and clearly offline, or load thei
 import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from distill.benchmarks import EVAL_DIR, VERIFIERS, available, load_benchmark, load_benchmark_prompts
 from distill.cli import main
-from distill.errors import DistillError
-from distill.prompts import load_prompts
-from distill.verify import verify_math
+from distill.common.errors import DistillError
+from distill.common.resources import EVAL_DIR
+from distill.problems.benchmarks import VERIFIERS, available, load_benchmark, load_benchmark_prompts
+from distill.problems.prompts import load_prompts
+from distill.verification.answers import verify_math
 
 LOCAL = [n for n in available() if not load_benchmark(n).is_hub]
 HUB = [n for n in available() if load_benchmark(n).is_hub]
@@ -37,9 +39,20 @@ def test_every_shipped_definition_parses_with_valid_fields(name):
 
 
 def test_shipped_set():
-    assert {"builtin", "sample"} <= set(LOCAL)
-    assert {"aime24", "aime25", "math500", "gpqa-diamond", "livecodebench", "gsm8k"} <= set(HUB)
+    assert {"builtin", "sample", "gsm8k"} <= set(LOCAL)
+    assert {"aime24", "aime25", "math500", "gpqa-diamond", "livecodebench"} <= set(HUB)
     assert load_benchmark("builtin").split == "test"
+
+
+def test_gsm8k_is_shipped_whole_with_its_license_and_loads_offline(offline):
+    bench = load_benchmark("gsm8k")
+    problems = load_benchmark_prompts(bench)
+    assert len(problems) == 1319 and len({p["id"] for p in problems}) == 1319
+    first = problems[0]
+    assert first["problem"].startswith("Janet\u2019s ducks lay 16 eggs per day") and first["answer"] == "18"
+    assert all(p["answer"].strip() and "####" not in p["answer"] for p in problems)
+    shipped = Path(bench.dataset).parent
+    assert (shipped / "LICENSE").read_text().startswith("MIT License") and (shipped / "train.jsonl").is_file()
 
 
 @pytest.mark.parametrize("name", LOCAL)
@@ -122,9 +135,8 @@ HUB_ROWS = {
         "private_test_cases": "eJyLjgUAARUAuQ==",
         "metadata": "{}",
     },
-    "gsm8k": {"question": "Ann has 3 apples and buys 4. How many?", "answer": "3 + 4 = <<3+4=7>>7\n#### 7"},
 }
-HUB_GOLD = {"aime24": "1", "aime25": "3", "math500": "\\frac{5}{6}", "livecodebench": None, "gsm8k": "7"}
+HUB_GOLD = {"aime24": "1", "aime25": "3", "math500": "\\frac{5}{6}", "livecodebench": None}
 
 
 @pytest.mark.parametrize("name", HUB)

@@ -1,4 +1,4 @@
-"""Tests for distill.tasks: determinism, shape, split disjointness, answer correctness, argument checks."""
+"""Tests for distill.problems.tasks: determinism, shape, split disjointness, answer correctness, argument checks."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from distill.errors import DistillError
-from distill.tasks import LEVELS, SPLITS, builtin_problems
+from distill.common.errors import DistillError
+from distill.problems.tasks import LEVELS, SPLITS, builtin_problems
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"id", "problem", "answer", "domain", "level", "split"}
 
 
@@ -134,7 +134,7 @@ def test_deterministic_within_process() -> None:
 
 def test_deterministic_across_processes() -> None:
     code = (
-        "import hashlib, json; from distill.tasks import builtin_problems as b; "
+        "import hashlib, json; from distill.problems.tasks import builtin_problems as b; "
         "print(hashlib.sha256(json.dumps(b('train', 200, seed=11) + b('test', 200, seed=11), "
         "sort_keys=True).encode()).hexdigest())"
     )

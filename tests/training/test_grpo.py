@@ -2,16 +2,16 @@
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from distill import rewards as R
-from distill.config import GrpoConfig, build
-from distill.errors import DistillError
-from distill.grpo import RECIPES, grpo_fields, load_recipe, load_rows, make_args, reward_curve
+from distill.common.config import build
+from distill.common.errors import DistillError
+from distill.training import rewards as R
+from distill.training.config import GrpoConfig
+from distill.training.grpo import GRPO_RECIPES, grpo_fields, load_recipe, load_rows, make_args, reward_curve
 
 CORRECT = "Mia starts with 12 apples and buys 30 more, so she has 12 + 30 = 42 apples.\n\nThe answer is \\boxed{42}."
 WRONG = "Mia has 12 apples and buys 30 more: 12 + 30 = 41.\n\nThe answer is \\boxed{41}."
@@ -153,7 +153,7 @@ def test_registry_rejects_unknown_and_duplicate_names():
 
 
 def test_every_grpo_recipe_loads_with_valid_keys():
-    recipes = sorted(Path(RECIPES).glob("*.yaml"))
+    recipes = sorted(GRPO_RECIPES.glob("*.yaml"))
     assert {p.name for p in recipes} >= {"tiny-cpu.yaml", "r1-zero-qwen2.5-math-7b.yaml"}
     for path in recipes:
         cfg = load_recipe(path)
@@ -165,7 +165,7 @@ def test_every_grpo_recipe_loads_with_valid_keys():
 
 
 def test_r1_zero_recipe_settings():
-    cfg = load_recipe(Path(RECIPES) / "r1-zero-qwen2.5-math-7b.yaml")
+    cfg = load_recipe(GRPO_RECIPES / "r1-zero-qwen2.5-math-7b.yaml")
     assert cfg.requires_gpu and cfg.reward_funcs == ["accuracy", "format"]
     g = cfg.grpo
     assert g["num_generations"] == 16 and g["use_vllm"] is True and g["vllm_mode"] == "colocate"
@@ -217,6 +217,7 @@ def _length_spread_reward(prompts, completions, **kwargs):
     return [len(R.completion_text(c)) / 100 for c in completions]
 
 
+@pytest.mark.model
 def test_short_grpo_run_updates_the_student_and_writes_its_files(tmp_path, student_path, monkeypatch):
     from distill.cli import main
 

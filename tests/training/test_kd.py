@@ -6,11 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from distill.align import TokenBytes, align, vocab_map
-from distill.config import TrainConfig
-from distill.errors import DistillError
-from distill.logprobs import TokenLogprobs, pack
-from distill.records import write_jsonl
+from distill.common.config import build
+from distill.common.errors import DistillError
+from distill.common.logprobs import TokenLogprobs, pack
+from distill.common.records import write_jsonl
+from distill.training.align import TokenBytes, align, vocab_map
+from distill.training.config import TrainConfig
 
 TEXT = "To find 12 + 345, we add: 12 + 345 = 357. So the answer is \\boxed{357}. Café au lait"
 
@@ -19,7 +20,7 @@ TEXT = "To find 12 + 345, we add: 12 + 345 = 357. So the answer is \\boxed{357}.
 def tokenizers(student_path):
     from transformers import AutoTokenizer
 
-    from distill.models import ensure_embedded
+    from distill.common.models import ensure_embedded
 
     return AutoTokenizer.from_pretrained(str(ensure_embedded("teacher"))), AutoTokenizer.from_pretrained(student_path)
 
@@ -33,6 +34,7 @@ def fake_logprobs(teacher_tok, text, k=4, seed=0):
     return TokenLogprobs(ids, np.full(len(ids), -0.1, np.float32), top, lps)
 
 
+@pytest.mark.model
 def test_byte_alignment_across_the_embedded_pair(tokenizers):
     teacher_tok, student_tok = tokenizers
     tb, sb = TokenBytes(teacher_tok), TokenBytes(student_tok)
@@ -60,6 +62,7 @@ def test_byte_alignment_across_the_embedded_pair(tokenizers):
     assert same >= 0.8 * len(s_ids)
 
 
+@pytest.mark.model
 def test_a_changed_text_gets_no_targets_past_the_change(tokenizers):
     teacher_tok, student_tok = tokenizers
     tb, sb = TokenBytes(teacher_tok), TokenBytes(student_tok)
@@ -88,15 +91,16 @@ def kd_rows(teacher_tok, n=6):
     return rows
 
 
+@pytest.mark.model
 def test_logit_kd_training_lowers_the_kd_loss(tmp_path, tokenizers, student_path):
-    from distill.train import run
+    from distill.training.train import run
 
     teacher_tok, _ = tokenizers
     write_jsonl(tmp_path / "kept.jsonl", kd_rows(teacher_tok))
-    cfg = TrainConfig(
+    cfg = build(TrainConfig, dict(
         model=student_path, method="logit-kd", kd_alpha=0.7, data=str(tmp_path), output=str(tmp_path / "student"),
         sft={"max_steps": 6, "per_device_train_batch_size": 6, "learning_rate": 3e-4, "bf16": False, "warmup_steps": 0},
-    )  # fmt: skip
+    ))  # fmt: skip
     metrics = run(cfg)
     assert metrics["method_detail"] == "logit-kd" and metrics["steps"] == 6
     assert metrics["same_tokenizer"] is False and metrics["coverage"] > 0.8 and metrics["top_k"] == 4
@@ -105,10 +109,11 @@ def test_logit_kd_training_lowers_the_kd_loss(tmp_path, tokenizers, student_path
     assert (tmp_path / "student" / "model.safetensors").is_file()
 
 
+@pytest.mark.model
 def test_one_tokenizer_uses_the_teachers_tokens_as_they_are(tmp_path, tokenizers, student_path):
     from transformers import AutoTokenizer
 
-    from distill.kd import build_examples, load_kd_rows
+    from distill.training.kd import build_examples, load_kd_rows
 
     _, student_tok = tokenizers
     write_jsonl(tmp_path / "kept.jsonl", kd_rows(student_tok, n=2))
@@ -125,7 +130,7 @@ def test_one_tokenizer_uses_the_teachers_tokens_as_they_are(tmp_path, tokenizers
 
 
 def test_rows_without_teacher_logprobs_are_refused(tmp_path):
-    from distill.kd import load_kd_rows
+    from distill.training.kd import load_kd_rows
 
     write_jsonl(
         tmp_path / "kept.jsonl",
@@ -137,8 +142,9 @@ def test_rows_without_teacher_logprobs_are_refused(tmp_path):
         TrainConfig(method="distil")
 
 
+@pytest.mark.model
 def test_traces_from_another_teacher_are_refused(tmp_path, tokenizers, student_path):
-    from distill.kd import build_examples, load_kd_rows
+    from distill.training.kd import build_examples, load_kd_rows
 
     teacher_tok, student_tok = tokenizers
     write_jsonl(tmp_path / "kept.jsonl", kd_rows(teacher_tok, n=1))
@@ -147,8 +153,9 @@ def test_traces_from_another_teacher_are_refused(tmp_path, tokenizers, student_p
 
 
 def test_every_kd_and_onpolicy_recipe_is_valid_and_found_by_size():
-    from distill import config as C
-    from distill.train import RECIPES, recipe_for, sft_fields
+    from distill.common import config as C
+    from distill.common.resources import RECIPES, recipe_for
+    from distill.training.train import sft_fields
 
     for method in ("logit-kd", "onpolicy"):
         files = sorted((RECIPES / method).glob("*.yaml"))

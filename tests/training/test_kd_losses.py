@@ -1,4 +1,4 @@
-"""distill.kd_losses against plain references: Python loops and `math` over explicit probability lists."""
+"""distill.training.kd_losses against plain references: Python loops and `math` over explicit probability lists."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from distill.kd_losses import (
+from distill.training.kd_losses import (
     gather_token_logprobs,
     mixed_kd_loss,
     sampled_reverse_kl_loss,

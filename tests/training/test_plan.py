@@ -11,10 +11,12 @@ from unittest import mock
 
 import pytest
 
-from distill.errors import DistillError
-from distill.plan import ARCHS, Estimate, PlanConfig, estimate, find_arch, main, plan, run, throughput
+from distill.cli import main
+from distill.common.errors import DistillError
+from distill.training.config import PlanConfig
+from distill.training.plan import ARCHS, Estimate, estimate, find_arch, plan, run, throughput
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ACCELERATE = ROOT / "recipes" / "accelerate"
 
 Q7_LONG = ARCHS["open-r1/Qwen2.5-Math-7B-RoPE-300k"]
@@ -41,7 +43,7 @@ def test_exact_parameter_counts_where_published_to_the_unit():
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "recipes" / "sft").glob("*-*.yaml")), ids=lambda p: p.stem)
 def test_size_picks_the_recipes_model(recipe):
-    from distill.config import load_yaml
+    from distill.common.config import load_yaml
 
     size = recipe.stem.rsplit("-", 1)[1]
     model = load_yaml(recipe)["model"]
@@ -306,10 +308,10 @@ def test_table_output(capsys):
 
 
 def test_main_parses_flags(capsys):
-    assert main(["--size", "14b", "--gpus", "8", "--gpu-memory", "80", "--max-length", "8192", "--json"]) == 0
+    assert main(["plan", "--size", "14b", "--gpus", "8", "--gpu-memory", "80", "--max-length", "8192", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["settings"]["max_length"] == 8192 and printed["size"] == "14b"
-    assert main(["--size", "14b", "--gpus", "0"]) == 2
+    assert main(["plan", "--size", "14b", "--gpus", "0"]) == 2
     assert "gpus" in capsys.readouterr().err
 
 

@@ -2,12 +2,16 @@
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
-from distill.config import TrainConfig
-from distill.records import write_jsonl
-from distill.train import SFT_DEFAULTS, run
+from distill.common.config import build
+from distill.common.records import write_jsonl
+from distill.training.config import TrainConfig
+from distill.training.train import run
+
+pytestmark = pytest.mark.model
 
 ROWS = [
     {
@@ -51,29 +55,16 @@ def test_sft_changes_every_parameter_and_loss_falls(tmp_path, student_path):
     assert (tmp_path / "student" / "chat_template.jinja").is_file()
 
 
-def test_defaults_spell_current_trl_keys():
-    import dataclasses
-
-    from trl import SFTConfig
-
-    names = {f.name for f in dataclasses.fields(SFTConfig)}
-    assert set(SFT_DEFAULTS) <= names
-
-
 def test_lora_trains_only_the_adapter_and_merges_into_a_plain_model(tmp_path, student_path):
     from transformers import AutoModelForCausalLM
 
-    from distill.train import prepare, train_and_save
+    from distill.training.base import train_and_save
+    from distill.training.sft import prepare
 
     write_jsonl(tmp_path / "kept.jsonl", ROWS)
-    cfg = TrainConfig(
-        model=student_path,
-        data=str(tmp_path),
-        output=str(tmp_path / "student"),
-        lora_r=16,
-        merge_lora=True,
-        sft={"max_steps": 3, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "bf16": False, "warmup_steps": 0},
-    )
+    keys = dict(model=student_path, data=str(tmp_path), output=str(tmp_path / "student"), lora_r=16, merge_lora=True)
+    sft = {"max_steps": 3, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "bf16": False, "warmup_steps": 0}
+    cfg = build(TrainConfig, {**keys, "sft": sft})
     prep = prepare(cfg)
     before = {k: v.detach().clone() for k, v in prep.trainer.model.named_parameters()}
     metrics = train_and_save(prep, cfg)
@@ -101,12 +92,11 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, student_path):
     sft = {"per_device_train_batch_size": 2, "learning_rate": 1e-3, "bf16": False, "warmup_steps": 0}
     sft |= {"save_strategy": "steps", "save_steps": 1}
     out = tmp_path / "student"
-    first = run(
-        TrainConfig(model=student_path, data=str(tmp_path), output=str(out), lora_r=8, sft=sft | {"max_steps": 1})
-    )
+    common = {"model": student_path, "data": str(tmp_path), "output": str(out), "lora_r": 8}
+    first = run(build(TrainConfig, common | {"sft": sft | {"max_steps": 1}}))
     assert first["steps"] == 1 and (out / "checkpoints" / "checkpoint-1" / "trainer_state.json").is_file()
 
-    cfg = TrainConfig(model=student_path, data=str(tmp_path), output=str(out), lora_r=8, resume=True)
+    cfg = build(TrainConfig, common | {"resume": True})
     cfg.sft = sft | {"max_steps": 2}
     second = run(cfg)
     assert second["steps"] == 2 and second["resumed_from"] == str(out / "checkpoints" / "checkpoint-1")

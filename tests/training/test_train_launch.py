@@ -17,13 +17,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distill import config as C
-from distill import modelcard, train
-from distill.cli import _parser, main
-from distill.errors import DistillError
-from distill.records import write_json, write_jsonl
+from distill.cli import build_parser, main
+from distill.common import config as C
+from distill.common.errors import DistillError
+from distill.common.records import write_json, write_jsonl
+from distill.common.resources import recipe_for
+from distill.generation.config import GenerateConfig
+from distill.training import base, launch, modelcard, sft, train
+from distill.training.config import TrainConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ROW = {
     "messages": [
         {"role": "user", "content": "What is 12 + 30?\nPlease reason step by step."},
@@ -58,10 +61,10 @@ def no_gpu():
 
 
 def cfg_and_args(argv):
-    args = _parser().parse_args(["train", *argv])
+    args = build_parser().parse_args(["train", *argv])
     size = getattr(args, "size", "tiny")
-    base = {**C.load_yaml(train.recipe_for(size)), "size": size}
-    return C.from_args(C.TrainConfig, args, base=base, extra=train.sft_fields()), args
+    base = {**C.load_yaml(recipe_for(size)), "size": size}
+    return C.from_args(TrainConfig, args, base=base, extra=train.sft_fields()), args
 
 
 def test_launch_command_on_one_node_drops_the_launch_flags():
@@ -69,8 +72,8 @@ def test_launch_command_on_one_node_drops_the_launch_flags():
         ["--size", "32b", "--launcher", "zero3", "--num-gpus=8", "--data", "runs/f", "--output", "runs/s"]
         + ["--set", "learning_rate=2.0e-5", "--set", "main_process_port=29600", "--lora-r", "16"]
     )
-    assert cfg.main_process_port == 29600 and cfg.lora_r == 16 and cfg.sft["learning_rate"] == 2e-5
-    cmd = train.launch_command(cfg, train.child_argv(args))
+    assert cfg.launch.main_process_port == 29600 and cfg.lora.lora_r == 16 and cfg.sft["learning_rate"] == 2e-5
+    cmd = launch.launch_command(cfg, launch.child_argv(args))
     assert cmd == [
         "accelerate",
         "launch",
@@ -103,7 +106,7 @@ def test_launch_command_on_several_nodes():
         ["--size", "70b", "--launcher", "fsdp", "--num-gpus", "8", "--num-nodes", "4", "--machine-rank", "3"]
         + ["--main-process-ip", "10.0.0.1", "--resume", "true", "--print-launch", "true"]
     )
-    cmd = train.launch_command(cfg, train.child_argv(args))
+    cmd = launch.launch_command(cfg, launch.child_argv(args))
     flags = dict(zip(cmd[2:12:2], cmd[3:12:2], strict=True))
     assert flags["--num_processes"] == "32" and flags["--num_machines"] == "4"
     assert flags["--machine_rank"] == "3" and flags["--main_process_ip"] == "10.0.0.1"
@@ -111,12 +114,12 @@ def test_launch_command_on_several_nodes():
     child = cmd[cmd.index("distill.cli") + 1 :]
     assert child == ["train", "--size", "70b", "--resume", "true"]  # every launch flag left out
 
-    cfg.main_process_ip = ""
+    cfg.launch.main_process_ip = ""
     with pytest.raises(DistillError, match="--num-nodes 4 needs --main-process-ip"):
-        train.launch_command(cfg, child)
-    assert train.launch_command(C.TrainConfig(launcher="ddp"), ["train"], gpus_here=4)[5] == "4"
+        launch.launch_command(cfg, child)
+    assert launch.launch_command(C.build(TrainConfig, {"launcher": "ddp"}), ["train"], gpus_here=4)[5] == "4"
     with pytest.raises(DistillError, match="pass --num-gpus"):
-        train.launch_command(C.TrainConfig(launcher="ddp"), ["train"], gpus_here=0)
+        launch.launch_command(C.build(TrainConfig, {"launcher": "ddp"}), ["train"], gpus_here=0)
 
 
 def test_print_launch_prints_the_command_without_a_gpu(capsys, tmp_path):
@@ -147,8 +150,8 @@ def test_launcher_without_gpu_is_a_clear_error(capsys):
 
 
 def test_inside_a_launch_it_trains_instead_of_launching_again(monkeypatch):
-    assert not train.inside_launch({})
-    assert train.inside_launch({"LOCAL_RANK": "0"}) and train.inside_launch({train.LAUNCHED_ENV: "1"})
+    assert not launch.inside_launch({})
+    assert launch.inside_launch({"LOCAL_RANK": "0"}) and launch.inside_launch({launch.LAUNCHED_ENV: "1"})
     ran = []
     monkeypatch.setattr(train, "run", lambda cfg: ran.append(cfg))
     monkeypatch.setenv("LOCAL_RANK", "0")
@@ -157,10 +160,9 @@ def test_inside_a_launch_it_trains_instead_of_launching_again(monkeypatch):
 
 
 def test_launch_on_a_gpu_machine_checks_first_then_runs_the_command(tmp_path, monkeypatch):
-    import distill.server
-
-    monkeypatch.setattr(distill.server, "has_cuda", lambda: True)
-    for key in ("LOCAL_RANK", "WORLD_SIZE", "ACCELERATE_MIXED_PRECISION", train.LAUNCHED_ENV):
+    monkeypatch.setattr(train, "has_cuda", lambda: True)
+    monkeypatch.setattr(base, "has_cuda", lambda: True)
+    for key in ("LOCAL_RANK", "WORLD_SIZE", "ACCELERATE_MIXED_PRECISION", launch.LAUNCHED_ENV):
         monkeypatch.delenv(key, raising=False)
     ran = []
     monkeypatch.setattr(train, "execute", lambda cmd: ran.append(cmd) or 5)
@@ -171,14 +173,14 @@ def test_launch_on_a_gpu_machine_checks_first_then_runs_the_command(tmp_path, mo
     assert train.main(cfg, args) == 5 and ran[0][:2] == ["accelerate", "launch"]  # its exit code comes back
     assert ran[0][ran[0].index("--num_processes") + 1] == "2"
     if importlib.util.find_spec("deepspeed") is None:
-        cfg.launcher = "zero3"
+        cfg.launch.launcher = "zero3"
         with pytest.raises(DistillError, match="pip install deepspeed, or use --launcher fsdp"):
             train.main(cfg, args)
 
 
 def test_execute_returns_the_exit_code_and_forwards_sigterm(tmp_path):
-    assert train.execute([sys.executable, "-c", "raise SystemExit(3)"]) == 3
-    assert train.execute([sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"]) == 128 + 9
+    assert launch.execute([sys.executable, "-c", "raise SystemExit(3)"]) == 3
+    assert launch.execute([sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"]) == 128 + 9
 
     ready = tmp_path / "ready"
     child = (
@@ -199,7 +201,7 @@ def test_execute_returns_the_exit_code_and_forwards_sigterm(tmp_path):
 
     threading.Thread(target=terminate_us, daemon=True).start()
     start = time.monotonic()
-    assert train.execute([sys.executable, "-c", child, str(ready)]) == 7
+    assert launch.execute([sys.executable, "-c", child, str(ready)]) == 7
     assert time.monotonic() - start < 30
     assert signal.getsignal(signal.SIGTERM) is ours  # restored
 
@@ -224,21 +226,21 @@ def test_resume_errors(tmp_path, capsys):
     assert_one_line_error(code, err, "holds checkpoints of an earlier run (last: checkpoint-12)", "--resume true")
 
     (out / "checkpoints" / "checkpoint-12" / "trainer_state.json").write_text("{}")
-    cfg = C.TrainConfig(data=str(tmp_path), output=str(out), resume=True)
-    assert train.resume_checkpoint(cfg) == str(out / "checkpoints" / "checkpoint-12")
+    cfg = TrainConfig(data=str(tmp_path), output=str(out), resume=True)
+    assert base.resume_checkpoint(cfg) == str(out / "checkpoints" / "checkpoint-12")
 
 
 def test_gpu_recipes_save_checkpoints_and_set_the_stop_token():
     for path in sorted((ROOT / "recipes" / "sft").glob("*.yaml")):
         data = C.load_yaml(path)
-        cfg = C.build(C.TrainConfig, data, source=str(path), extra=train.sft_fields())
+        cfg = C.build(TrainConfig, data, source=str(path), extra=train.sft_fields())
         header = path.read_text().splitlines()[:4]
         assert any("Hardware:" in line or "CPU" in line for line in header), path
         if not cfg.requires_gpu:
             continue
         assert cfg.sft["save_strategy"] in ("steps", "epoch") and cfg.sft["save_total_limit"] >= 1, path
         assert cfg.sft.get("save_steps", 0) > 0 or cfg.sft["save_strategy"] == "epoch", path
-        assert cfg.eos_token and train.resolve_chat_template(cfg.chat_template).is_file(), path
+        assert cfg.eos_token and base.resolve_chat_template(cfg.chat_template).is_file(), path
         assert "warmup_ratio" not in data and 0 < cfg.sft["warmup_steps"] < 1, path
     template = (ROOT / "recipes" / "chat_templates" / "chatml-think.jinja").read_text()
     assert "<|im_end|>" in template
@@ -256,30 +258,30 @@ def tokenizer(student_path):
 
 
 def test_loss_covers_the_answer_and_its_eos_not_the_prompt(tokenizer):
-    train.configure_tokenizer(tokenizer, C.TrainConfig(), "student")
-    ids, labels = train.supervised_example(tokenizer, PAIR)
+    base.configure_tokenizer(tokenizer, TrainConfig(), "student")
+    ids, labels = base.supervised_example(tokenizer, PAIR)
     start = next(i for i, label in enumerate(labels) if label != -100)
     prompt_text = tokenizer.apply_chat_template(PAIR["prompt"], tokenize=False, add_generation_prompt=True)
     assert tokenizer.decode(ids[:start]) == prompt_text  # every prompt token is -100
     assert all(label == -100 for label in labels[:start]) and labels[start:] == ids[start:]
     assert tokenizer.decode(labels[start:]) == ROW["messages"][1]["content"] + "<|im_end|>\n"
-    train.check_stop_token(tokenizer, labels)  # <|im_end|> is the eos; the newline after it is ignored
+    base.check_stop_token(tokenizer, labels)  # <|im_end|> is the eos; the newline after it is ignored
 
 
 def test_a_base_tokenizer_eos_is_caught_with_the_fix(tokenizer):
     # A base model's tokenizer: eos <|endoftext|>, while the chat template ends turns with <|im_end|>.
-    train.configure_tokenizer(tokenizer, C.TrainConfig(eos_token="<|endoftext|>"), "student")
-    _, labels = train.supervised_example(tokenizer, PAIR)
+    base.configure_tokenizer(tokenizer, TrainConfig(eos_token="<|endoftext|>"), "student")
+    _, labels = base.supervised_example(tokenizer, PAIR)
     with pytest.raises(DistillError) as e:
-        train.check_stop_token(tokenizer, labels)
+        base.check_stop_token(tokenizer, labels)
     msg = str(e.value)
     assert "\n" not in msg and "never learns to stop" in msg and "'<|endoftext|>'" in msg
     assert "set eos_token: '<|im_end|>'" in msg
 
     # The shipped ChatML template with eos_token <|im_end|>: what the base-model recipes set.
-    train.configure_tokenizer(tokenizer, C.TrainConfig(chat_template="chatml-think", eos_token="<|im_end|>"), "s")
-    _, labels = train.supervised_example(tokenizer, PAIR)
-    train.check_stop_token(tokenizer, labels)
+    base.configure_tokenizer(tokenizer, TrainConfig(chat_template="chatml-think", eos_token="<|im_end|>"), "s")
+    _, labels = base.supervised_example(tokenizer, PAIR)
+    base.check_stop_token(tokenizer, labels)
     assert tokenizer.eos_token == "<|im_end|>" and "You are a helpful" not in tokenizer.chat_template
 
 
@@ -289,14 +291,14 @@ def test_a_template_without_an_end_token_is_caught(tokenizer, tmp_path):
         "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
         "{% if add_generation_prompt %}assistant: {% endif %}"
     )
-    train.configure_tokenizer(tokenizer, C.TrainConfig(chat_template=str(bare)), "student")
-    _, labels = train.supervised_example(tokenizer, PAIR)
+    base.configure_tokenizer(tokenizer, TrainConfig(chat_template=str(bare)), "student")
+    _, labels = base.supervised_example(tokenizer, PAIR)
     with pytest.raises(DistillError, match="set chat_template to one that ends each assistant turn"):
-        train.check_stop_token(tokenizer, labels)
+        base.check_stop_token(tokenizer, labels)
     with pytest.raises(DistillError, match="not a token of student's tokenizer"):
-        train.configure_tokenizer(tokenizer, C.TrainConfig(eos_token="<|eot_id|>"), "student")
+        base.configure_tokenizer(tokenizer, TrainConfig(eos_token="<|eot_id|>"), "student")
     with pytest.raises(DistillError, match="chatml-think"):
-        train.resolve_chat_template("chatml-thinking")
+        base.resolve_chat_template("chatml-thinking")
 
 
 def test_stop_token_error_comes_before_loading_the_model(tmp_path, capsys):
@@ -309,18 +311,20 @@ def test_stop_token_error_comes_before_loading_the_model(tmp_path, capsys):
     assert not (tmp_path / "s" / "model.safetensors").exists()
 
 
+@pytest.mark.model
 def test_trl_tokenizes_the_training_rows_the_same_way(tmp_path, student_path):
     """The check's tokenization against the SFTTrainer's own: same ids, prompt masked, eos supervised."""
     write_jsonl(tmp_path / "kept.jsonl", [ROW, ROW])
-    cfg = C.TrainConfig(model=student_path, data=str(tmp_path), output=str(tmp_path / "s"), sft={"bf16": False})
-    prep = train.prepare(cfg)
+    cfg = TrainConfig(model=student_path, data=str(tmp_path), output=str(tmp_path / "s"), sft={"bf16": False})
+    prep = sft.prepare(cfg)
     assert prep.checked_rows == 2
     example = prep.trainer.train_dataset[0]
-    ids, labels = train.supervised_example(prep.tokenizer, PAIR)
+    ids, labels = base.supervised_example(prep.tokenizer, PAIR)
     assert example["input_ids"] == ids and example["labels"] == labels
     assert prep.model.generation_config.eos_token_id in (2, [2])
 
 
+@pytest.mark.model
 def test_a_base_model_student_gets_the_stop_token_in_its_generation_config(tmp_path, student_path, capsys):
     """The embedded student made to look like a base model (eos <|endoftext|>, as Qwen2.5-Math's tokenizer):
     without eos_token the run stops before loading weights; with it, TRL's data ends answers with
@@ -344,9 +348,9 @@ def test_a_base_model_student_gets_the_stop_token_in_its_generation_config(tmp_p
     code, _, err = run_cli(argv, capsys)
     assert_one_line_error(code, err, "not with the EOS token '<|endoftext|>'", "--eos-token '<|im_end|>'")
 
-    cfg = C.TrainConfig(model=str(base), data=str(tmp_path), output=str(tmp_path / "s"), sft={"bf16": False})
+    cfg = TrainConfig(model=str(base), data=str(tmp_path), output=str(tmp_path / "s"), sft={"bf16": False})
     cfg.chat_template, cfg.eos_token = "chatml-think", "<|im_end|>"
-    prep = train.prepare(cfg)
+    prep = sft.prepare(cfg)
     assert prep.checked_rows == 1 and prep.tokenizer.eos_token == "<|im_end|>"
     assert prep.model.generation_config.eos_token_id == [2, 0] and prep.model.config.eos_token_id == 2
     labels = prep.trainer.train_dataset[0]["labels"]
@@ -358,14 +362,14 @@ def test_a_base_model_student_gets_the_stop_token_in_its_generation_config(tmp_p
 
 
 def test_lora_settings(capsys):
-    cfg = C.TrainConfig(lora_r=8, lora_target_modules="q_proj, v_proj")
-    lora = train.lora_config(cfg)
+    cfg = C.build(TrainConfig, {"lora_r": 8, "lora_target_modules": "q_proj, v_proj"})
+    lora = base.lora_config(cfg)
     assert lora.r == 8 and lora.lora_alpha == 16 and set(lora.target_modules) == {"q_proj", "v_proj"}
-    assert train.lora_config(C.TrainConfig(lora_r=4, lora_alpha=4)).target_modules == "all-linear"
+    assert base.lora_config(C.build(TrainConfig, {"lora_r": 4, "lora_alpha": 4})).target_modules == "all-linear"
     with pytest.raises(DistillError, match="'merge_lora' needs LoRA"):
-        C.TrainConfig(merge_lora=True)
+        C.build(TrainConfig, {"merge_lora": True})
     with pytest.raises(DistillError, match="'load_in_4bit' needs LoRA"):
-        C.TrainConfig(load_in_4bit=True)
+        C.build(TrainConfig, {"load_in_4bit": True})
     no_gpu()
     code, _, err = run_cli(["train", "--lora-r", "16", "--load-in-4bit", "true"], capsys)
     assert_one_line_error(code, err, "load_in_4bit (QLoRA) needs CUDA GPUs", "drop --load-in-4bit")
@@ -379,13 +383,13 @@ def make_student(tmp_path: Path, adapter: bool = False) -> Path:
     """A `distill train` output folder with the records a real run writes (weights replaced by a stub),
     trained on a filter folder whose report and generate config are still on disk."""
     gen = tmp_path / "gen"
-    C.save(C.build(C.GenerateConfig, {"teacher": "deepseek-ai/DeepSeek-R1", "max_tokens": 32768}), gen)
+    C.save(C.build(GenerateConfig, {"teacher": "deepseek-ai/DeepSeek-R1", "max_tokens": 32768}), gen)
     filtered = tmp_path / "filtered"
     write_jsonl(filtered / "kept.jsonl", [{**ROW, "teacher": "DeepSeek-R1"}] * 3)
     write_json(filtered / "report.json", {"total": 640, "kept": 349, "pass_rate": 0.5453, "input": str(gen)})
     out = tmp_path / "student"
     cfg = C.build(
-        C.TrainConfig,
+        TrainConfig,
         {"model": "embedded:student", "data": str(filtered), "output": str(out), "learning_rate": 3e-5, "max_steps": 9}
         | ({"lora_r": 16} if adapter else {}),
         extra=train.sft_fields(),
