@@ -40,10 +40,20 @@ def student_path() -> str:
     return str(ensure_embedded("student"))
 
 
+# The session's teacher server holds R1's protocol (32,768 new tokens after a prompt), so that every eval
+# definition's real requests can be checked against it. The 0.5B teacher has 32,768 positions: vLLM accepts a
+# longer max_model_len only with this variable (the check streams one token per request, nothing long runs).
+LONG_CONTEXT = 36_864
+
+
 @pytest.fixture(scope="session")
 def teacher_server():
     from distill.common.config import ServeConfig
     from distill.common.server import vllm_server
 
-    with vllm_server(ServeConfig(model="embedded:teacher", max_model_len=2048, cpu_kvcache_gb=2)) as server:
-        yield server
+    os.environ["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] = "1"
+    try:
+        with vllm_server(ServeConfig(model="embedded:teacher", max_model_len=LONG_CONTEXT, cpu_kvcache_gb=2)) as server:
+            yield server
+    finally:
+        os.environ.pop("VLLM_ALLOW_LONG_MAX_MODEL_LEN", None)

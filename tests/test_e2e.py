@@ -1,11 +1,24 @@
 """The whole pipeline through the CLI against the real vLLM server on CPU (marker e2e)."""
 
+import asyncio
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from distill.cli import main
+from distill.common.models import ensure_embedded
 from distill.common.records import read_jsonl
+from distill.problems.benchmarks import available, load_benchmark
 
 pytestmark = pytest.mark.e2e
 
@@ -61,16 +74,26 @@ def test_pipeline_end_to_end(tmp_path, teacher_server, capsys):
     assert all(r["correct"] and r["verify_reason"] == "correct" for r in kept)
     assert all(r["reject_reason"] for r in rejected)
 
-    # Train a few steps, then evaluate the trained student with its own vLLM server.
+    # Train a few steps: the student's weights move.
     student = tmp_path / "student"
     assert main(["train", "--size", "tiny", "--data", str(out), "--output", str(student), "--set", "max_steps=2"]) == 0
-    assert (student / "model.safetensors").is_file()
+    before = load_file(str(Path(ensure_embedded("student")) / "model.safetensors"))
+    after = load_file(str(student / "model.safetensors"))
+    moved = [k for k in before if not torch.equal(before[k].float(), after[k].float())]
+    assert len(moved) > len(before) // 2, f"only {len(moved)} of {len(before)} tensors changed"
+
+    # Evaluate the trained student with its own vLLM server (eval starts it): its answers end with the stop
+    # token it was trained to emit, before the token limit, and the server used the length eval asked for.
     ev = tmp_path / "eval"
     assert (
         main(["eval", "--model", str(student), "--output", str(ev), "--num-prompts", "4", "--max-tokens", "256"]) == 0
     )
     res = json.loads((ev / "results.json").read_text())
-    assert res["n"] == 4 and 0.0 <= res["pass@1"] <= 1.0 and len(rows(ev / "samples.jsonl")) == 4
+    samples = rows(ev / "samples.jsonl")
+    assert res["n"] == 4 and len(samples) == 4 and res["max_model_len"] >= 256 + res["longest_prompt_tokens"]
+    stopped = [s for s in samples if s["finish_reason"] == "stop"]
+    assert len(stopped) >= 3, [(s["finish_reason"], s["completion_tokens"]) for s in samples]
+    assert all(s["completion_tokens"] < 256 for s in stopped)
 
 
 def test_teacher_eval_through_server(tmp_path, teacher_server):
@@ -123,13 +146,6 @@ def test_faults_in_front_of_the_real_server_lose_nothing(tmp_path, teacher_serve
 
 
 def test_sigkill_and_resume_against_the_real_server(tmp_path, teacher_server):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
     out = tmp_path / "gen"
     # 48 samples, 4 in flight: rows trickle in over several seconds, so the kill lands mid-run
     cmd = [sys.executable, "-m", "distill.cli", "generate", "--server-url", teacher_server.url, "--output", str(out),
@@ -206,3 +222,109 @@ def test_teacher_scores_a_students_text_through_prompt_logprobs(teacher_server):
     (plain,) = score(teacher_server.url, teacher_server.model, [(prompt + good, len(prompt))], k=0)
     assert plain.top == [{}] * len(good)
     assert max(abs(a - b) for a, b in zip(plain.logprobs, s_good.logprobs, strict=True)) < 0.05
+
+
+# --------------------------------------------------------------------------------------------------
+# Eval protocols on the real server
+
+
+@pytest.mark.parametrize("name", available())
+def test_every_eval_definition_passes_the_real_servers_protocol_check(tmp_path, teacher_server, name):
+    """Each definition's real requests (its template, sampling, max_tokens: 32,768 for R1's protocol) are
+    accepted by vLLM; Hub benchmarks offline are checked with stand-in problems of competition length."""
+    bench = load_benchmark(name)
+    out = tmp_path / name
+    argv = ["eval", "--server-url", teacher_server.url, "--model", "embedded:teacher", "--tasks", name,
+            "--num-prompts", "3", "--check-protocol", "true", "--output", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((out / "protocol.json").read_text())
+    assert report["rejected"] == 0 and report["requests"] >= 1
+    assert report["sampling"]["max_tokens"] == (bench.max_tokens or 1024)
+    assert report["sampling"]["top_p"] == (bench.top_p if bench.top_p is not None else 1.0)
+    assert report["needed_tokens"] <= report["server_max_model_len"] == teacher_server.max_model_len
+
+
+def test_the_protocol_check_fails_when_the_real_server_would_reject(tmp_path, teacher_server):
+    """Longer than the server holds: distill refuses before sending; and a request the server refuses (here
+    max_tokens past max_model_len, sent directly) comes back as a rejection, not as a pass."""
+    from distill.common.client import Job
+    from distill.evaluation.evaluate import check_requests
+
+    too_long = teacher_server.max_model_len + 10
+    argv = ["eval", "--server-url", teacher_server.url, "--model", "embedded:teacher", "--tasks", "sample",
+            "--num-prompts", "1", "--check-protocol", "true", "--max-tokens", str(too_long),
+            "--output", str(tmp_path / "ev")]  # fmt: skip
+    assert main(argv) == 2  # refused up front, naming the server's max_model_len
+    job = Job("x", 0, [{"role": "user", "content": "What is 2 + 2?"}], None)
+    errors = asyncio.run(check_requests(teacher_server, [job], {"max_tokens": too_long, "temperature": 0.0}))
+    assert errors[0].startswith("HTTP 400"), errors
+
+
+def test_gsm8k_runs_offline_and_prints_pass_at_1_with_its_standard_error(tmp_path, teacher_server, capsys):
+    ev = tmp_path / "gsm8k"
+    argv = ["eval", "--server-url", teacher_server.url, "--model", "embedded:teacher", "--tasks", "gsm8k",
+            "--num-prompts", "8", "--max-tokens", "512", "--output", str(ev)]  # fmt: skip
+    assert main(argv) == 0
+    res = json.loads((ev / "results.json").read_text())
+    assert res["n"] == 8 and res["pass@1_stderr"] is not None and res["correct"] >= 2, res
+    assert f"pass@1 {res['pass@1']:.3f} ± {res['pass@1_stderr']:.3f}" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------------
+# The server dies with distill
+
+
+def test_distill_serve_killed_with_sigkill_takes_its_server_with_it(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "distill.cli", "serve", "--model", "embedded:student", "--port", str(port),
+           "--set", "cpu_kvcache_gb=1"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/v1/models"
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 600
+    while not answers():
+        assert proc.poll() is None, "distill serve exited before its server answered"
+        assert time.monotonic() < deadline, "the server did not answer within 10 minutes"
+        time.sleep(2)
+    server = descendants(proc.pid)
+    assert server, "distill serve has no server process"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 60
+    while (answers() or alive(server)) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not answers(), "the server still answers after distill serve was killed"
+    assert not alive(server), f"server processes outlived distill serve: {alive(server)}"
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, their children, ...)."""
+    out, todo = [], [pid]
+    while todo:
+        kids = subprocess.run(["pgrep", "-P", str(todo.pop())], capture_output=True, text=True).stdout.split()
+        out += [int(k) for k in kids]
+        todo += [int(k) for k in kids]
+    return out
+
+
+def alive(pids: list[int]) -> list[int]:
+    """The pids still running (a zombie waiting for its reaper counts as gone)."""
+    running = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            running.append(pid)
+    return running

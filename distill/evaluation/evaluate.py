@@ -143,6 +143,19 @@ def protocol(cfg: EvalConfig, bench: Benchmark) -> dict:
     return {k: v for k, (v, _) in values.items()} | {"sources": {k: src for k, (_, src) in values.items()}}
 
 
+# --check-protocol on a benchmark whose problems cannot be loaded here: a problem of competition length
+# (~180 words), so the length check and the server see a realistic prompt.
+STAND_IN_PROBLEM = (
+    "Let $S$ be the set of all ordered triples $(a, b, c)$ of positive integers such that $a + b + c = 2024$ and "
+    "the product $abc$ is divisible by $2^{10}$. A triple is called balanced if no two of its entries differ by "
+    "more than $500$. Among all balanced triples in $S$, find the number of triples for which $a^2 + b^2 + c^2$ "
+    "leaves a remainder of $1$ when divided by $7$, and the greatest common divisor of $a$, $b$ and $c$ is a power "
+    "of two. Express your answer as an integer. For reference, two triples that differ only in the order of their "
+    "entries are counted separately, and a triple whose entries are all equal is balanced. You may find it useful "
+    "to first count the triples that satisfy the divisibility condition, then restrict to balanced ones, and only "
+    "then apply the condition modulo $7$; be careful with the cases where one of the entries is a multiple of $7$ "
+    "and with the parity of the entries, which the divisibility condition constrains strongly."
+)
 # Sent with every eval request besides temperature, top_p and max_tokens: vLLM otherwise takes top_k,
 # min_p and repetition_penalty from the model's generation_config (Qwen's sets repetition_penalty 1.05-1.1).
 NEUTRAL_SAMPLING = {
@@ -248,12 +261,25 @@ def run_one(cfg: EvalConfig, bench: Benchmark) -> dict:
     model_spec = cfg.model[0]
     proto = protocol(cfg, bench)
     k = int(proto["num_samples"])
-    problems = load_benchmark_prompts(bench, num_prompts=cfg.num_prompts, levels=cfg.levels, seed=cfg.seed)
-    if bench.verifier == "code":
+    stand_in = ""
+    try:
+        problems = load_benchmark_prompts(bench, num_prompts=cfg.num_prompts, levels=cfg.levels, seed=cfg.seed)
+    except DistillError as e:
+        if not cfg.check_protocol:
+            raise
+        # The protocol (template, sampling, lengths) is the benchmark's; its problems are not here (a Hub one
+        # offline): stand-ins of a competition problem's length take their place, and the report says so.
+        stand_in = str(e)
+        problems = [
+            {"id": f"stand-in-{i}", "problem": STAND_IN_PROBLEM, "answer": "0", "domain": bench.domain, "level": 0}
+            for i in range(max(1, min(cfg.num_prompts, 8)))
+        ]
+        print(f"[distill] eval {bench.name}: its problems cannot be loaded here; checking with stand-ins", flush=True)
+    if bench.verifier == "code" and not stand_in:
         for p in problems:
             p["tests"] = code_tests(p)
-    missing = [p["id"] for p in problems if not (p["tests"] if bench.verifier == "code" else p["answer"].strip())]
-    if missing:
+    missing = [p["id"] for p in problems if not (p.get("tests") if bench.verifier == "code" else p["answer"].strip())]
+    if missing and not cfg.check_protocol:
         what = "tests" if bench.verifier == "code" else "gold answer"
         raise DistillError(f"benchmark {bench.name}: {len(missing)} problems have no {what} (first: {missing[0]})")
     if cfg.system_prompt is not None:
@@ -308,6 +334,7 @@ def run_one(cfg: EvalConfig, bench: Benchmark) -> dict:
                 "longest_prompt_tokens": max(lengths), "prompt_tokens_counted_by": counted, "needed_tokens": needed,
                 "server_max_model_len": servers[0].max_model_len, "requests": len(errors),
                 "rejected": sum(bool(e) for e in errors), "errors": sorted({e for e in errors if e})[:5],
+                "problems": f"stand-ins ({stand_in})" if stand_in else "the benchmark's",
             }  # fmt: skip
             write_json(out / "protocol.json", report)
             if report["rejected"]:
