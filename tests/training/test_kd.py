@@ -152,20 +152,9 @@ def test_traces_from_another_teacher_are_refused(tmp_path, tokenizers, student_p
         build_examples(load_kd_rows(tmp_path), student_tok, student_tok, 4096)
 
 
-def test_every_kd_and_onpolicy_recipe_is_valid_and_found_by_size():
-    from distill.common import config as C
+def test_kd_recipes_cover_every_sft_size_and_onpolicy_only_the_small_ones():
     from distill.common.resources import RECIPES, recipe_for
-    from distill.training.train import sft_fields
 
-    for method in ("logit-kd", "onpolicy"):
-        files = sorted((RECIPES / method).glob("*.yaml"))
-        assert files, method
-        for f in files:
-            size = f.stem.rsplit("-", 1)[1]
-            assert recipe_for(size, method) == f
-            cfg = C.build(TrainConfig, C.load_yaml(f), source=str(f), extra=sft_fields())
-            assert cfg.method == method, f
-            assert f.read_text().startswith(f"# distill train --method {method} --size {size}")
     assert {p.stem for p in (RECIPES / "logit-kd").glob("*.yaml")} == {p.stem for p in (RECIPES / "sft").glob("*.yaml")}
     with pytest.raises(DistillError, match="no onpolicy recipe for size '70b'"):
         recipe_for("70b", "onpolicy")
