@@ -65,11 +65,16 @@ def test_pipeline_end_to_end(tmp_path, teacher_server, capsys):
     assert sorted((r["id"], r["sample"]) for r in again) == sorted((r["id"], r["sample"]) for r in traces)
 
     # Filter: the teacher solves most level 1-2 problems; every row lands on exactly one side.
+    # Offline the Hub benchmarks cannot be loaded: decontamination fails closed until they are named.
     out = tmp_path / "filtered"
-    assert main(["filter", str(gen), "--output", str(out)]) == 0
+    assert main(["filter", str(gen), "--output", str(out)]) == 2 and not out.exists()
+    skip = ["--decontam-skip", "aime24", "aime25", "gpqa-diamond", "livecodebench", "math500"]
+    assert main(["filter", str(gen), "--output", str(out), *skip]) == 0
     kept, rejected = rows(out / "kept.jsonl"), rows(out / "rejected.jsonl")
     report = json.loads((out / "report.json").read_text())
     assert len(kept) + len(rejected) == 12 == report["total"] and report["kept"] == len(kept)
+    decon = report["stages"]["decontamination"]
+    assert decon["benchmarks"]["gsm8k"] == 1319 and set(decon["skipped"]) == set(skip[1:])
     assert len(kept) >= 3, report
     assert all(r["correct"] and r["verify_reason"] == "correct" for r in kept)
     assert all(r["reject_reason"] for r in rejected)
