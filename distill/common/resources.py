@@ -1,7 +1,16 @@
 """Where distill's shipped files are: recipes, benchmark definitions and small data files.
 
-In a checkout they are the top-level `recipes/`, `eval/` and `data/` folders; every module asks here
-instead of computing paths from its own location, so the files have one home.
+They live in the checkout's top-level `recipes/`, `eval/` and `data/` folders; every module asks here
+instead of computing paths from its own location, so the files have one home. ROOT is the folder
+holding the three:
+
+- an installed wheel (`pip install .`, `pip install distill-*.whl`): the copy the wheel carries in
+  `distill/_shipped/` (setup.py's build hook puts it there; the checkout's folders are not needed);
+- otherwise, a checkout or an editable install (`pip install -e .`, `make install`): the checkout
+  itself, so edits to its recipes take effect at once.
+
+The rule is only "distill/_shipped/ exists": a checkout never has one (builds write to build/).
+Both places keep eval/ and data/ side by side, so a definition's `../data/...` path works in either.
 """
 
 from __future__ import annotations
@@ -10,7 +19,9 @@ from pathlib import Path
 
 from distill.common.errors import DistillError
 
-ROOT = Path(__file__).resolve().parents[2]
+_PACKAGE = Path(__file__).resolve().parents[1]  # distill/
+_SHIPPED = _PACKAGE / "_shipped"  # keep in step with SHIPPED_PACKAGE_DIR in setup.py
+ROOT = _SHIPPED if _SHIPPED.is_dir() else _PACKAGE.parent
 RECIPES = ROOT / "recipes"
 EVAL_DIR = ROOT / "eval"
 DATA_DIR = ROOT / "data"
