@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel
-from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig
 from trl.data_utils import _tokenize, common_prefix_length  # TRL's own tokenization, so checks see what it trains on
@@ -333,7 +333,92 @@ def load_student(cfg: TrainConfig, path: str, args: Any) -> Any:
         model_kwargs["attn_implementation"] = cfg.attn_implementation
     if cfg.lora.load_in_4bit:
         model_kwargs.update(_quantization())
-    return AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
+    return AutoModelForCausalLM.from_pretrained(path, **model_kwargs, **cfg.model_config)
+
+
+def check_positions(cfg: Any, path: str, max_length: int | None) -> int | None:
+    """The positions the student will hold (its config.json with the recipe's model_config on top); an error
+    when max_length asks for more. None when the config cannot be read here (a Hub id offline): the check
+    then happens on the GPU machine, where the weights load."""
+    try:
+        config = AutoConfig.from_pretrained(path, **getattr(cfg, "model_config", {}))
+    except (OSError, ValueError):
+        return None
+    text = config.get_text_config()
+    positions = getattr(text, "max_position_embeddings", None)
+    if positions and max_length and max_length > positions:
+        raise DistillError(
+            f"max_length {max_length} is longer than the {positions} positions of {cfg.model}: extend its RoPE with "
+            "model_config (e.g. {max_position_embeddings: 32768, rope_parameters: {rope_type: default, rope_theta: "
+            "300000.0}}, as open-r1 did for Qwen2.5-Math-7B) or lower max_length"
+        )
+    return positions
+
+
+@dataclass
+class LengthReport:
+    """What a max_length does to the training rows: their token lengths and the rows over it."""
+
+    max_length: int
+    policy: str
+    lengths: list[int]  # tokens of every row (prompt + answer, as TRL tokenizes it)
+    over: list[int]  # indices of the rows longer than max_length
+    kept: int  # rows left after the policy
+
+    def summary(self) -> dict:
+        q = sorted(self.lengths)
+
+        def pct(p: float) -> int:
+            return q[min(len(q) - 1, int(p * (len(q) - 1) + 0.5))] if q else 0
+
+        return {
+            "max_length": self.max_length,
+            "policy": self.policy,
+            "rows": len(self.lengths),
+            "rows_over_max_length": len(self.over),
+            "share_over_max_length": round(len(self.over) / max(1, len(self.lengths)), 4),
+            "rows_kept": self.kept,
+            "tokens": {"min": pct(0), "median": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": pct(1)},
+        }
+
+
+def apply_length_policy(
+    rows: list[dict], lengths: list[int], max_length: int | None, policy: str, what: str = "rows"
+) -> tuple[list[dict], LengthReport]:
+    """Rows longer than max_length, by `policy` (TrainConfig.truncation): drop them (the default: a row cut
+    at max_length loses its final answer and its stop token, and a student trained on such rows learns to
+    never stop), keep them with a warning, or stop. Returns the rows to train on and the report."""
+    limit = int(max_length or 0)
+    over = [i for i, n in enumerate(lengths) if limit and n > limit]
+    if over and policy == "error":
+        raise DistillError(
+            f"{len(over)} of {len(rows)} {what} are longer than max_length {limit} tokens (longest {max(lengths)}): "
+            "raise max_length (with an extended RoPE if the model needs it), or set truncation: drop"
+        )
+    keep = rows if policy == "keep" else [r for i, r in enumerate(rows) if i not in set(over)]
+    if over and is_main():
+        verb = "cut at max_length and trained WITHOUT their end" if policy == "keep" else "dropped"
+        print(
+            f"[distill] {len(over)} of {len(rows)} {what} ({len(over) / len(rows):.1%}) are longer than max_length "
+            f"{limit} (longest {max(lengths)} tokens): {verb} (truncation: {policy})",
+            flush=True,
+        )
+    if not keep:
+        raise DistillError(
+            f"every one of the {len(rows)} {what} is longer than max_length {limit}: nothing to train on"
+        )
+    return keep, LengthReport(limit, policy, lengths, over, len(keep))
+
+
+def prompt_length(tokenizer: Any, messages: list[dict]) -> int:
+    """Tokens of a chat prompt with the generation prompt (what the model sees before it answers)."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return len(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+def row_lengths(tokenizer: Any, rows: list[dict]) -> list[int]:
+    """Tokens of each prompt/completion row as TRL tokenizes it (the prompt with the chat template)."""
+    return [len(supervised_example(tokenizer, r)[0]) for r in rows]
 
 
 def announce(cfg: TrainConfig, rows: int, resume_from: str | None) -> None:

@@ -27,6 +27,7 @@ SFT_DEFAULTS = {
     "train_sampling_strategy": "group_by_length",
 }
 METHODS = ("sft", "logit-kd", "onpolicy")
+TRUNCATION = ("drop", "keep", "error")  # what happens to a row longer than max_length
 LAUNCHERS = ("ddp", "zero2", "zero3", "fsdp")  # recipes/accelerate/<launcher>.yaml
 DEFAULT_LORA_RANK = 16  # distill plan: the rank assumed for --qlora without --lora
 
@@ -177,7 +178,23 @@ class TrainConfig:
         "embedded:teacher",
         "logit-kd and onpolicy: the teacher model (its tokenizer reads the stored token ids / the scores)",
     )
+    model_config: dict = option(
+        {},
+        "config.json fields set on the student before training and saved with it, e.g. an extended RoPE: "
+        "{max_position_embeddings: 32768, rope_parameters: {rope_type: default, rope_theta: 300000.0}}",
+    )
+    truncation: str = option(
+        "drop",
+        "rows longer than max_length: drop (counted, reported and left out; a cut row loses its final answer "
+        "and its stop token), keep (trained cut, with a warning), error (stop before training)",
+    )
     resume: bool = option(False, "resume from the last checkpoint in <output>/checkpoints")
+    rehearse: bool = option(
+        False,
+        "rehearse the GPU run on this CPU: the recipe resolved as the GPU run would, a random miniature of the "
+        "model (same class, vocabulary, special tokens, RoPE), two optimizer steps on --data, and a preflight "
+        "report (lengths, stop tokens, batch, schedule, launch command, memory plan); exit 1 when a check fails",
+    )
     # Hub
     push_to_hub: str = option(
         "", "after training, upload the saved student with a model card to this Hub model repo id"
@@ -199,6 +216,11 @@ class TrainConfig:
             raise DistillError(f"train: key 'method' must be sft, logit-kd or onpolicy, got {self.method!r}")
         if self.max_examples < 0:
             raise DistillError(f"train: key 'max_examples' must be 0 or more, got {self.max_examples}")
+        self.truncation = self.truncation.strip().lower()
+        if self.truncation not in TRUNCATION:
+            raise DistillError(
+                f"train: key 'truncation' must be one of {', '.join(TRUNCATION)}, got {self.truncation!r}"
+            )
         if self.push_to_hub.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
             raise DistillError(
                 "train: key 'push_to_hub' takes a Hub model repo id (e.g. alice/qwen-7b-distill), "
@@ -255,6 +277,11 @@ class GrpoConfig:
     verify_timeout: float = option(5.0, "accuracy reward: hard wall-clock bound per sample for math verification, s")
     verify_workers: int = option(0, "accuracy reward: verification worker processes (0: one per core)")
     max_minutes: float = option(0.0, "end training cleanly after this many minutes and save the model (0: no limit)")
+    truncation: str = option(
+        "drop",
+        "prompts whose tokens plus max_completion_length exceed the model's positions (or vllm_max_model_length): "
+        "drop (counted and reported), keep (with a warning), error",
+    )
     grpo: dict = option({}, "TRL GRPOConfig fields (any key of trl.GRPOConfig may also be given at the top level)")
 
     def __post_init__(self) -> None:
@@ -268,6 +295,11 @@ class GrpoConfig:
                 raise DistillError(f"grpo: key '{key}' must be 0 or more, got {getattr(self, key)}")
         if self.max_minutes < 0:
             raise DistillError(f"grpo: key 'max_minutes' must be 0 or more, got {self.max_minutes}")
+        self.truncation = self.truncation.strip().lower()
+        if self.truncation not in TRUNCATION:
+            raise DistillError(
+                f"grpo: key 'truncation' must be one of {', '.join(TRUNCATION)}, got {self.truncation!r}"
+            )
         if not self.verify_timeout > 0:
             raise DistillError(f"grpo: key 'verify_timeout' must be > 0 seconds, got {self.verify_timeout}")
 
@@ -283,11 +315,17 @@ class GrpoConfig:
 
 @dataclass
 class PlanConfig:
-    """Estimate per-GPU memory and throughput of an SFT run, and pick the cheapest launcher that fits."""
+    """Estimate per-GPU memory and throughput of an SFT or logit-KD run, and pick the cheapest launcher that fits."""
 
     size: str = option(
-        "7b", "student size: tiny|1.5b|7b|8b|14b|32b|70b (the model comes from recipes/sft/*-<size>.yaml)"
+        "7b", "student size: tiny|1.5b|7b|8b|14b|32b|70b (the model comes from recipes/<method>/*-<size>.yaml)"
     )
+    method: str = option(
+        "sft",
+        "sft | logit-kd (distill train --method logit-kd: no Liger kernels, the loss chunked over positions, the "
+        "teacher's top-K per token in every batch; no QLoRA)",
+    )
+    kd_top_k: int = option(20, "logit-kd: the teacher's top-K per token in the traces (distill generate --logprobs K)")
     model: str = option("", "Hub id of the student instead of the recipe's (must be in the planner's table)")
     gpus: int = option(8, "GPUs per node")
     nodes: int = option(1, "nodes")
@@ -313,6 +351,16 @@ class PlanConfig:
         for key in ("max_length", "lora", "batch"):
             if getattr(self, key) < 0:
                 raise DistillError(f"plan: key '{key}' must be 0 or more, got {getattr(self, key)}")
+        self.method = self.method.strip().lower()
+        if self.method not in ("sft", "logit-kd"):
+            raise DistillError(f"plan: key 'method' must be sft or logit-kd, got {self.method!r}")
+        if self.kd_top_k < 1:
+            raise DistillError(f"plan: key 'kd_top_k' must be at least 1, got {self.kd_top_k}")
+        if self.method == "logit-kd" and self.qlora:
+            raise DistillError(
+                "plan: --method logit-kd does not train QLoRA students (distill train refuses --load-in-4bit for it): "
+                "drop --qlora, or plan LoRA with --lora R"
+            )
         for key in ("gpu_memory", "gpu_tflops"):
             if not getattr(self, key) > 0:
                 raise DistillError(f"plan: key '{key}' must be positive, got {getattr(self, key)}")

@@ -51,7 +51,7 @@ from distill.common.records import write_json
 from distill.common.resources import RECIPES
 from distill.common.server import has_cuda
 from distill.problems.prompts import load_prompts
-from distill.training.base import configure_tokenizer
+from distill.training.base import apply_length_policy, check_positions, configure_tokenizer, prompt_length
 from distill.training.config import GrpoConfig
 from distill.training.rewards import REWARDS, make_reward_funcs
 
@@ -263,6 +263,12 @@ def run(cfg: GrpoConfig) -> dict:
     path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     configure_tokenizer(tokenizer, cfg, cfg.model)  # chat_template / eos_token / pad token, as `distill train`
+    # A prompt plus its longest completion must fit the model (and vLLM's max model length when it samples):
+    # prompts that do not are dropped by default, never cut (a cut prompt loses its question).
+    limit = args.vllm_max_model_length if args.use_vllm and args.vllm_max_model_length else None
+    limit = limit or check_positions(cfg, path, None)
+    lengths = [prompt_length(tokenizer, r["prompt"]) + args.max_completion_length for r in rows]
+    rows, _ = apply_length_policy(rows, lengths, limit, cfg.truncation, what="prompts (+ max_completion_length)")
     cpu_bf16 = cpu and args.bf16
     # On CPU the weights stay float32 (see the module docstring); on GPU bf16 weights as usual.
     dtype = torch.bfloat16 if args.bf16 and not cpu else torch.float32

@@ -25,8 +25,9 @@ from distill.common.server import cuda_device_count
 from distill.training.base import resume_checkpoint
 from distill.training.config import LaunchOptions, TrainConfig
 
-# TrainConfig fields that say how to start the processes, not what to train: the launched command drops them.
-LAUNCH_KEYS = tuple(f.name for f in dataclasses.fields(LaunchOptions))
+# TrainConfig fields that say how to start the processes, not what to train: the launched command drops them
+# (and a rehearsal's, which prints the command the GPU run would launch).
+LAUNCH_KEYS = (*(f.name for f in dataclasses.fields(LaunchOptions)), "rehearse")
 # Set in the environment of a launched run (as are accelerate's and torchrun's own variables), so the
 # processes it starts train instead of launching again.
 LAUNCHED_ENV = "DISTILL_LAUNCHED"

@@ -65,10 +65,13 @@ from distill.training.base import (
     Prepared,
     add_eos_to_generation_config,
     announce,
+    apply_length_policy,
+    check_positions,
     checks_before_loading,
     configure_tokenizer,
     load_student,
     lora_config,
+    prompt_length,
     training_args,
 )
 from distill.training.config import TrainConfig
@@ -426,8 +429,12 @@ def prepare(cfg: TrainConfig) -> Prepared:
         force={"remove_unused_columns": False, "train_sampling_strategy": "random"},
     )
     path = resolve_model(cfg.model)
+    check_positions(cfg, path, args.max_length)
     tokenizer = AutoTokenizer.from_pretrained(path)
     configure_tokenizer(tokenizer, cfg, cfg.model)
+    # a prompt and the longest sample the student may write must fit max_length: longer ones by cfg.truncation
+    lengths = [prompt_length(tokenizer, r["prompt"]) + opts.onpolicy_max_new_tokens for r in rows]
+    rows, report = apply_length_policy(rows, lengths, args.max_length, cfg.truncation, "prompts (+ max new tokens)")
     teacher_tok = AutoTokenizer.from_pretrained(resolve_model(cfg.teacher))
     model = load_student(cfg, path, args)
     add_eos_to_generation_config(model, tokenizer.eos_token_id)
@@ -450,4 +457,6 @@ def prepare(cfg: TrainConfig) -> Prepared:
         f"{'one tokenizer' if trainer.same else 'two tokenizers, byte spans'})",
         flush=True,
     )
-    return Prepared(trainer, tokenizer, model, rows, path, out, resume_from, 0, finish=trainer.summary)
+    return Prepared(
+        trainer, tokenizer, model, rows, path, out, resume_from, 0, {"lengths": report.summary()}, trainer.summary
+    )

@@ -18,6 +18,8 @@ from distill.training.base import (
     Prepared,
     add_eos_to_generation_config,
     announce,
+    apply_length_policy,
+    check_positions,
     check_prepared,
     check_stop_token,
     checks_before_loading,
@@ -25,6 +27,7 @@ from distill.training.base import (
     load_sft_rows,
     load_student,
     lora_config,
+    row_lengths,
     supervised_example,
     training_args,
 )
@@ -37,15 +40,16 @@ def prepare(cfg: TrainConfig) -> Prepared:
     resume_from = checks_before_loading(cfg)
     rows = load_sft_rows(cfg.data, cfg.max_examples)
 
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(cfg.output)  # written only when the trained model is saved
     args = training_args(cfg, out)
     path = resolve_model(cfg.model)
+    check_positions(cfg, path, args.max_length)
     tokenizer = AutoTokenizer.from_pretrained(path)
     configure_tokenizer(tokenizer, cfg, cfg.model)
     completion_only = {**SFT_DEFAULTS, **cfg.sft}.get("completion_only_loss") is not False
     _, labels = supervised_example(tokenizer, rows[0], completion_only=completion_only)
     check_stop_token(tokenizer, labels)
+    rows, lengths = apply_length_policy(rows, row_lengths(tokenizer, rows), args.max_length, cfg.truncation)
 
     model = load_student(cfg, path, args)
     add_eos_to_generation_config(model, tokenizer.eos_token_id)
@@ -61,4 +65,4 @@ def prepare(cfg: TrainConfig) -> Prepared:
     except ValueError as e:
         raise DistillError(f"SFTTrainer refused the settings: {' '.join(str(e).split())}") from None
     checked = check_prepared(trainer, tokenizer, args.max_length)
-    return Prepared(trainer, tokenizer, model, rows, path, out, resume_from, checked)
+    return Prepared(trainer, tokenizer, model, rows, path, out, resume_from, checked, {"lengths": lengths.summary()})

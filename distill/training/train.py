@@ -26,7 +26,7 @@ from trl import SFTConfig
 
 from distill.common.errors import DistillError
 from distill.common.server import has_cuda
-from distill.training import kd, onpolicy, sft
+from distill.training import kd, onpolicy, rehearse, sft
 from distill.training.base import train_and_save
 from distill.training.config import TrainConfig
 from distill.training.launch import child_argv, execute, inside_launch, launch_command, preflight
@@ -42,7 +42,7 @@ def sft_fields() -> set[str]:
 def main(cfg: TrainConfig, args: argparse.Namespace) -> int:
     """The `distill train` command: launch under accelerate when --launcher asks for it, else train here."""
     launch = cfg.launch
-    if launch.launcher and not inside_launch():
+    if launch.launcher and not inside_launch() and not cfg.rehearse:
         if launch.print_launch:
             print(shlex.join(launch_command(cfg, child_argv(args))), flush=True)
             return 0
@@ -58,6 +58,8 @@ def main(cfg: TrainConfig, args: argparse.Namespace) -> int:
             )
         preflight(cfg)
         return execute(launch_command(cfg, child_argv(args)))
+    if cfg.rehearse:
+        return rehearse.run(cfg, args, run)
     if launch.print_launch and not launch.launcher:
         raise DistillError("--print-launch shows the command of a launcher: add --launcher ddp|zero2|zero3|fsdp")
     run(cfg)

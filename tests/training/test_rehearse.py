@@ -1,0 +1,117 @@
+"""`distill train --rehearse true` for every train recipe under recipes/ (sft, logit-kd, onpolicy), on a
+random miniature of each recipe's model, and the checks it exists for: rows cut at max_length, a stop token
+that never ends the labels, a model with fewer positions than max_length."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from distill.cli import main
+from distill.common.logprobs import pack
+from distill.common.models import ensure_embedded
+from distill.common.records import write_jsonl
+from distill.common.resources import RECIPES
+from distill.training.config import METHODS
+from tests.fakes import FakeScorer
+
+pytestmark = pytest.mark.model
+
+RECIPE_FILES = sorted(p for m in METHODS for p in (RECIPES / m).glob("*.yaml"))
+
+
+def kept_rows(n=6, words=20, logprobs=False):
+    """Kept traces as `distill filter` writes them; with logprobs, the teacher's top-2 per token (packed as
+    `distill generate --logprobs` stores them), in the Qwen2.5 tokenizer's ids."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(ensure_embedded("teacher"))) if logprobs else None
+    rows = []
+    for i in range(n):
+        answer = " ".join(["We add the two numbers carefully."] * (1 + i * words // 5)) + f" So \\boxed{{{2 * i + 3}}}."
+        row = {
+            "messages": [
+                {"role": "user", "content": f"What is {i} + {i + 3}? Put the answer in \\boxed{{}}."},
+                {"role": "assistant", "content": answer},
+            ]
+        }
+        if tok is not None:
+            ids = np.array(tok(answer, add_special_tokens=False)["input_ids"], dtype=np.int64)
+            top = np.stack([ids, (ids + 1) % 1000], axis=1)
+            lps = np.tile(np.array([-0.1, -2.5], dtype=np.float32), (len(ids), 1))
+            row["teacher_logprobs"] = pack(ids, top, lps)
+        rows.append(row)
+    return rows
+
+
+def rehearse(tmp_path, capsys, *argv):
+    code = main(["train", "--rehearse", "true", "--output", str(tmp_path / "out"), *argv])
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("recipe", RECIPE_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_train_recipe_rehearses_green(tmp_path, capsys, recipe):
+    method, size = recipe.parent.name, recipe.stem.rsplit("-", 1)[1]
+    write_jsonl(tmp_path / "kept.jsonl", kept_rows(logprobs=method == "logit-kd"))
+    nodes = {"32b": "2", "70b": "4"}.get(size, "1")  # as the recipes' headers say (16 and 32 GPUs)
+    argv = ["--size", size, "--method", method, "--data", str(tmp_path / "kept.jsonl"), "--num-gpus", "8",
+            "--num-nodes", nodes]  # fmt: skip
+    if method == "logit-kd":
+        argv += ["--teacher", "embedded:teacher"]  # the recipe's teacher tokenizer is not here offline
+    if method == "onpolicy":
+        with FakeScorer() as teacher:
+            code, out = rehearse(tmp_path, capsys, *argv, "--teacher-url", teacher.url, "--teacher", "embedded:teacher")
+    else:
+        code, out = rehearse(tmp_path, capsys, *argv)
+    assert code == 0 and "all checks passed" in out, out
+    assert "100% of rows end with the stop token" in out or method == "onpolicy"
+    report = json.loads((tmp_path / "out-rehearsal.json").read_text())
+    assert report["steps"]["steps"] == 2 and report["steps"]["first_loss"] is not None
+    assert report["schedule"]["effective_batch"] >= 1 and report["schedule"]["total_steps"] >= 1
+    if "requires_gpu: true" in recipe.read_text():
+        assert report["launch"].startswith("accelerate launch --config_file") and "--rehearse" not in report["launch"]
+        assert report["memory"] and report["memory"]["fits"], report["memory"]
+
+
+def test_a_long_trace_set_makes_the_7b_rehearsal_report_and_drop_the_rows_it_would_cut(tmp_path, capsys):
+    rows = kept_rows(4)
+    long_answer = "Wait, let me verify this step again. " * 4200  # ~37k tokens: past the recipe's 32,768
+    rows += [{"messages": [rows[0]["messages"][0], {"role": "assistant", "content": long_answer + "\\boxed{3}"}]}] * 2
+    write_jsonl(tmp_path / "kept.jsonl", rows)
+    code, out = rehearse(tmp_path, capsys, "--size", "7b", "--data", str(tmp_path / "kept.jsonl"))
+    report = json.loads((tmp_path / "out-rehearsal.json").read_text())
+    assert report["lengths"]["rows_over_max_length"] == 2 and report["lengths"]["max_length"] == 32768
+    assert re.search(r"over max_length: 2 \(33\.3%\) -> drop: left out of training", out), out
+    assert code == 0  # dropping is the default and a reported outcome, not a failure
+    assert report["miniature"]["positions"] == 32768 and report["miniature"]["rope"]["rope_theta"] == 300000.0
+    # the same rows with truncation: keep would train on cut answers: the rehearsal fails
+    code, out = rehearse(
+        tmp_path, capsys, "--size", "7b", "--data", str(tmp_path / "kept.jsonl"), "--truncation", "keep"
+    )
+    assert code == 1 and "would be trained cut" in out
+
+
+def test_a_stop_token_that_never_ends_the_labels_fails_the_rehearsal(tmp_path, capsys):
+    write_jsonl(tmp_path / "kept.jsonl", kept_rows(3))
+    # the base model's own EOS is not the token its chat template (chatml-think) ends a turn with
+    code, out = rehearse(
+        tmp_path, capsys, "--size", "7b", "--data", str(tmp_path / "kept.jsonl"), "--eos-token", "<|endoftext|>"
+    )
+    assert code == 1 and "of the rows end their labels with the stop token '<|endoftext|>'" in out, out
+    assert "never learns to stop" in out  # the training path's own check, in the report
+
+
+def test_max_length_past_the_models_positions_fails_the_rehearsal(tmp_path, capsys):
+    write_jsonl(tmp_path / "kept.jsonl", kept_rows(3))
+    code, out = rehearse(
+        tmp_path,
+        capsys,
+        "--size",
+        "7b",
+        "--data",
+        str(tmp_path / "kept.jsonl"),
+        "--set",
+        "model_config.max_position_embeddings=4096",
+    )  # fmt: skip  (the 7b recipe without its 32k positions: max_length 32,768 on 4,096)
+    assert code == 1 and "max_length 32768 > the model's 4096 positions" in out
