@@ -10,12 +10,17 @@ the teacher found each alternative, far more signal per token. The loss at each 
     kd_alpha * KL(teacher top-K + rest || student) + (1 - kd_alpha) * cross-entropy(sampled token)
 
 (distill.training.kd_losses.topk_forward_kl: the K listed tokens plus one bucket for the rest of the mass).
+The loss never holds the full [tokens, vocab] logits: the model runs to its last hidden states, and
+kd_losses.chunked_kd_ce_loss applies the LM head to a few hundred positions at a time (a chunk's float32
+logits stay under 256 MiB), recomputing each chunk in the backward; value and gradients are those of the
+full-logits computation.
 Teacher and student may use different tokenizers: distill.training.align places the teacher's distributions on
 the student tokens that start at the same byte of the text and maps tokens with identical bytes; the
 share of student tokens that got a target is printed (coverage) and saved in train_metrics.json.
 
 Everything else is `distill train`'s: recipes, chat template and stop-token check, LoRA, resume, saving,
-`--push-to-hub`.
+`--push-to-hub`; not QLoRA (--load-in-4bit is refused), packing, padding-free batches or Liger kernels
+(dropped, with a message when the recipe sets them).
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from datasets import Dataset
 from peft import get_peft_model
 from transformers import AutoTokenizer, Trainer
@@ -50,9 +54,12 @@ from distill.training.base import (
     training_args,
 )
 from distill.training.config import TrainConfig
-from distill.training.kd_losses import mixed_kd_loss, topk_forward_kl
+from distill.training.kd_losses import chunked_kd_ce_loss
 
 KD_COLUMNS = ("kd_ids", "kd_logprobs", "kd_valid")
+# config keys of models whose logits are not plain lm_head(hidden) (Gemma 2/3, Cohere, Granite): the chunked
+# loss applies the output embeddings alone and would silently train on other logits than the model's
+SCALED_LOGITS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
 
 def load_kd_rows(path: str | Path, max_examples: int = 0) -> list[dict]:
@@ -173,24 +180,42 @@ def kd_trainer_class() -> type:
     """transformers.Trainer whose loss mixes top-K forward KL and cross-entropy (built lazily: torch import)."""
 
     class LogitKDTrainer(Trainer):
-        def __init__(self, *args: Any, kd_alpha: float = 0.5, **kwargs: Any) -> None:
+        # compute_loss returns a mean over this micro-batch's tokens: the Trainer must still divide it by the
+        # accumulation steps (it would not, the model's forward taking **kwargs, and sum the micro-batches)
+        loss_is_scaled_for_ga = False
+
+        def __init__(self, *args: Any, kd_alpha: float = 0.5, kd_chunk: int = 0, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.kd_alpha = kd_alpha
+            self.kd_chunk = kd_chunk  # positions per chunk of the loss (0: from the vocabulary, kd_chunk_rows)
             self._parts: dict[str, list[float]] = {"kd_loss": [], "ce_loss": []}
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001, ARG002
             kd_ids, kd_lps, valid = inputs.pop("kd_ids"), inputs.pop("kd_logprobs"), inputs.pop("kd_valid")
             labels = inputs.pop("labels")
-            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-            logits = out.logits[:, :-1]  # position p predicts token p + 1
-            target = labels[:, 1:]
-            ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1), ignore_index=-100)
-            sel = valid[:, 1:] & (target != -100)
-            if sel.any():
-                kd = topk_forward_kl(logits[sel], kd_ids[:, 1:][sel], kd_lps[:, 1:][sel])
-            else:
-                kd = logits.sum() * 0.0
-            loss = mixed_kd_loss(kd, ce, self.kd_alpha)
+            # The model's own forward (so the wrappers' hooks run: DDP, DeepSpeed, FSDP, PEFT, accelerate's
+            # autocast), with logits for the last position only. The last hidden states are taken from the
+            # decoder by a hook, as the LM head would get them: asked for as outputs, they would come back as
+            # fp32 copies under accelerate's mixed precision.
+            unwrapped = self.accelerator.unwrap_model(model)
+            captured: list[Any] = []
+            hook = unwrapped.get_decoder().register_forward_hook(lambda _m, _args, o: captured.append(o))
+            try:
+                out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], logits_to_keep=1)
+            finally:
+                hook.remove()
+            if len(captured) != 1:
+                raise DistillError(
+                    f"logit-kd: the decoder of {type(unwrapped).__name__} ran {len(captured)} times in one forward "
+                    "(expected once); its last hidden states cannot be told apart"
+                )
+            hidden = getattr(captured[0], "last_hidden_state", None)
+            hidden = captured[0][0] if hidden is None else hidden
+            with self.accelerator.autocast():  # the LM head in the forward's precision, chunk by chunk
+                loss, kd, ce = chunked_kd_ce_loss(
+                    hidden, unwrapped.get_output_embeddings(), labels, kd_ids, kd_lps, valid, self.kd_alpha,
+                    self.kd_chunk,
+                )  # fmt: skip
             self._parts["kd_loss"].append(float(kd.detach()))
             self._parts["ce_loss"].append(float(ce.detach()))
             return (loss, out) if return_outputs else loss
@@ -219,6 +244,8 @@ def prepare(cfg: TrainConfig) -> Any:
     given = [k for k in ("packing", "padding_free") if cfg.sft.get(k)]
     if given:
         print(f"[distill] logit-kd: {', '.join(given)} off (the per-token targets are laid out per padded row)")
+    if cfg.sft.get("use_liger_kernel"):
+        print("[distill] logit-kd: use_liger_kernel off (its fused loss is cross-entropy only; the KD loss is chunked)")
     drop = ("packing", "padding_free", "use_liger_kernel", "completion_only_loss", "assistant_only_loss")
     args = training_args(cfg, out, drop=drop, force={"remove_unused_columns": False})  # KD columns reach the collator
 
@@ -238,6 +265,12 @@ def prepare(cfg: TrainConfig) -> Any:
             flush=True,
         )
     model = load_student(cfg, path, args)
+    scaled = [k for k in SCALED_LOGITS if getattr(model.config, k, None) not in (None, 0, 1, 1.0)]
+    if scaled:
+        raise DistillError(
+            f"--method logit-kd: {cfg.model} scales its logits ({', '.join(scaled)}), which the chunked KD loss "
+            "does not apply: train it with --method sft"
+        )
     if cfg.lora.lora_r:
         model = get_peft_model(model, lora_config(cfg))
     add_eos_to_generation_config(model, tokenizer.eos_token_id)

@@ -14,6 +14,8 @@ the list for free; with it, the student learns how confident the teacher was as 
     topk_generalized_jsd  the generalized Jensen-Shannon divergence of the GKD paper (Agarwal et al.
                           2024) on the same buckets; beta=0 is forward KL, beta=1 reverse KL
     mixed_kd_loss         alpha * KD + (1 - alpha) * cross-entropy on the trace tokens
+    chunked_kd_ce_loss    the mixed loss from the student's last hidden states and its LM head, chunk by
+                          chunk over the positions: never a full [tokens, vocab] tensor of logits
 
 On-policy distillation. The student samples its own completions; the teacher scores each sampled
 token (one prefill pass returns log q(x_t)); the student minimizes the reverse KL(student || teacher)
@@ -31,11 +33,17 @@ float64 when the student's inputs are float64 (for gradcheck); bf16/fp16 inputs 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 __all__ = [
+    "CHUNK_LOGIT_BYTES",
+    "chunked_kd_ce_loss",
     "gather_token_logprobs",
+    "kd_chunk_rows",
     "mixed_kd_loss",
     "sampled_reverse_kl_loss",
     "topk_forward_kl",
@@ -49,6 +57,9 @@ _P_REST_FLOOR = 1e-12
 # 0 (an explicit -inf log-probability, or an empty rest bucket) would make KL(p || q) infinite.
 _Q_FLOOR = 1e-12
 _LN2 = math.log(2.0)
+# chunked_kd_ce_loss: one chunk's float32 logits (rows x vocab x 4 B) stay within this; the chunk's whole
+# working set (bf16 and fp32 logits, log-softmax, their gradients) is a few times it.
+CHUNK_LOGIT_BYTES = 256 * 2**20
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -87,13 +98,26 @@ def _log1mexp(x: torch.Tensor, floor: float) -> torch.Tensor:
     return torch.where(x > -_LN2, near, far)
 
 
+def _check_listed_ids(ids_or_pad: torch.Tensor, vocab: int) -> None:
+    """ValueError for a listed id (>= 0) >= vocab or listed twice in a row; -1 marks "not listed".
+    Two host syncs."""
+    if ids_or_pad.numel():
+        if int(ids_or_pad.max()) >= vocab:
+            raise ValueError(f"teacher_ids holds an id >= the student's vocabulary size {vocab}")
+        ordered = ids_or_pad.sort(dim=-1).values
+        if bool(((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any()):
+            raise ValueError("teacher_ids has a duplicate id within a row")
+
+
 def _topk_buckets(
     student_logits: torch.Tensor,
     teacher_ids: torch.Tensor,
     teacher_logprobs: torch.Tensor,
     mask: torch.Tensor | None,
+    check: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Student and teacher distributions on the K+1 buckets (K listed tokens, then the rest).
+    `check=False` skips the id checks (the caller made them once for all rows).
 
     Returns, all [N, K+1] except the last:
       logp     float, the student's log-probability per bucket (finite everywhere, garbage where absent)
@@ -122,13 +146,8 @@ def _topk_buckets(
     ids = teacher_ids.to(device=device, dtype=torch.long)
     # Rows the mask leaves out are ignored entirely (their ids and log-probs may be padding garbage).
     listed = (ids >= 0) & (weights != 0)[:, None]
-    ids_or_pad = torch.where(listed, ids, torch.full_like(ids, -1))
-    if ids_or_pad.numel():
-        if int(ids_or_pad.max()) >= v:
-            raise ValueError(f"teacher_ids holds an id >= the student's vocabulary size {v}")
-        ordered = ids_or_pad.sort(dim=-1).values
-        if bool(((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any()):
-            raise ValueError("teacher_ids has a duplicate id within a row")
+    if check:
+        _check_listed_ids(torch.where(listed, ids, torch.full_like(ids, -1)), v)
     safe_ids = torch.where(listed, ids, torch.zeros_like(ids))
 
     # Student: log p at the listed ids, and log p_rest = log(1 - sum p_k) from their logsumexp.
@@ -301,6 +320,141 @@ def mixed_kd_loss(kd_loss: torch.Tensor, ce_loss: torch.Tensor, alpha: float) ->
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     return alpha * kd_loss + (1.0 - alpha) * ce_loss
+
+
+def kd_chunk_rows(vocab: int, budget: int = CHUNK_LOGIT_BYTES) -> int:
+    """Positions per chunk in `chunked_kd_ce_loss` for a vocabulary of `vocab` tokens: as many as keep one
+    chunk's float32 logits (rows x vocab x 4 B) within `budget` bytes, rounded down to a multiple of 64
+    when there are 64 or more, and at least 1. With the default 256 MiB: 384 for Qwen2.5's 151,936 and
+    152,064, 512 for Llama 3's 128,256, 1,344 for SmolLM2's 49,152."""
+    if vocab < 1 or budget < 1:
+        raise ValueError(f"vocab and budget must be at least 1, got {vocab} and {budget}")
+    rows = max(1, budget // (4 * vocab))
+    return rows // 64 * 64 if rows >= 64 else rows
+
+
+def _chunk_sums(
+    lm_head: Callable[[torch.Tensor], torch.Tensor],
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    ids: torch.Tensor,
+    logprobs: torch.Tensor,
+    picked: torch.Tensor,
+    check: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One chunk of `chunked_kd_ce_loss`: hidden [n, H] -> logits [n, V] (float32, float64 kept), then the
+    SUM over its n positions of the cross-entropy of `targets` [n] and the SUM of the top-K forward KL over
+    the positions `picked` [n] bool (ids, logprobs [n, K]). Both [] tensors."""
+    logits = lm_head(hidden)
+    logits = logits.to(_compute_dtype(logits.dtype))
+    ce = F.cross_entropy(logits, targets, reduction="sum")
+    logp, _present, q, logq, weights = _topk_buckets(logits, ids, logprobs, picked, check=check)
+    rows = _forward_kl_rows(logp, q, logq)
+    kd = torch.where(weights != 0, rows * weights, torch.zeros_like(rows)).sum()
+    return ce, kd
+
+
+def chunked_kd_ce_loss(
+    hidden: torch.Tensor,
+    lm_head: Callable[[torch.Tensor], torch.Tensor],
+    labels: torch.Tensor,
+    kd_ids: torch.Tensor,
+    kd_logprobs: torch.Tensor,
+    kd_valid: torch.Tensor,
+    kd_alpha: float,
+    chunk: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logit distillation's loss, `mixed_kd_loss(kd, ce, kd_alpha)`, from the student's last hidden states,
+    computed over chunks of positions so that no [tokens, vocab] tensor of logits ever exists.
+
+    The value and the gradients are those of the plain computation on the full logits
+    (`logits = lm_head(hidden)`, then `cross_entropy(logits[:, :-1], labels[:, 1:], ignore_index=-100)` and
+    `topk_forward_kl` on the positions that have a teacher target), up to float rounding: only the
+    positions with a supervised next token are scored, `chunk` of them at a time, each chunk's sums
+    weighted by 1 / (the count over the whole batch). Each chunk runs under `torch.utils.checkpoint`
+    (non-reentrant): its logits are freed after the forward and recomputed, one chunk at a time, in the
+    backward, so the peak holds one chunk's logits, log-softmax and gradients (a few x chunk x V x 4 B).
+
+    Args:
+      hidden: [B, T, H] float (any float dtype), the model's last hidden states (after the final norm:
+        `model(..., output_hidden_states=True).hidden_states[-1]`). Position p predicts token p + 1.
+        Gradients flow into it.
+      lm_head: the model's output embeddings (`model.get_output_embeddings()`), [n, H] -> [n, V]; called
+        on each chunk, twice (forward and backward). Gradients flow into its parameters (tied or not).
+        Its `out_features`, when it has one, is V: the teacher ids are then checked once for all
+        positions (an id >= V, or one listed twice, raises ValueError), else in every chunk.
+      labels: [B, T] integer, the token ids to predict, -100 where no loss is taken (prompt, padding).
+      kd_ids: [B, T, K] integer, the teacher's top-K token ids for the token AT each position, in the
+        student's vocabulary; -1 for "none".
+      kd_logprobs: [B, T, K] float, the teacher's natural-log probabilities of those ids.
+      kd_valid: [B, T] bool, the positions whose token got a teacher target.
+      kd_alpha: float in [0, 1] (else ValueError), the weight of the KD term.
+      chunk: positions per chunk, >= 0 (0: `kd_chunk_rows(V)`, or 1024 when V is not known).
+
+    Returns: (loss, kd, ce), each [] float32 (float64 for float64 hidden states):
+      kd    the top-K forward KL averaged over the positions p with labels[p + 1] != -100 and
+            kd_valid[p + 1]; 0.0 with a gradient path when there are none;
+      ce    the cross-entropy averaged over the positions with labels[p + 1] != -100; 0.0 with a gradient
+            path when there are none (the plain computation gives NaN there);
+      loss  kd_alpha * kd + (1 - kd_alpha) * ce.
+    """
+    kd_alpha = float(kd_alpha)
+    if not 0.0 <= kd_alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {kd_alpha}")
+    if hidden.dim() != 3:
+        raise ValueError(f"hidden must be [B, T, H], got shape {tuple(hidden.shape)}")
+    b, t, h = hidden.shape
+    if labels.shape != (b, t) or kd_valid.shape != (b, t):
+        raise ValueError(
+            f"labels and kd_valid must be [B, T] = {(b, t)}, got {tuple(labels.shape)} and {tuple(kd_valid.shape)}"
+        )
+    if kd_ids.dim() != 3 or kd_ids.shape[:2] != (b, t) or kd_logprobs.shape != kd_ids.shape:
+        raise ValueError(
+            f"kd_ids and kd_logprobs must both be [B, T, K] with [B, T] = {(b, t)}, got {tuple(kd_ids.shape)} "
+            f"and {tuple(kd_logprobs.shape)}"
+        )
+    if chunk < 0:
+        raise ValueError(f"chunk must be 0 or more, got {chunk}")
+    device = hidden.device
+    target = labels[:, 1:].to(device=device, dtype=torch.long)
+    scored = target != -100  # [B, T-1]: the positions whose next token is supervised
+    rows = hidden[:, :-1][scored]  # [M, H]; the boolean index syncs once
+    targets = target[scored]
+    ids = kd_ids[:, 1:].to(device=device, dtype=torch.long)[scored]  # [M, K]
+    logprobs = kd_logprobs[:, 1:].to(device)[scored]
+    picked = kd_valid[:, 1:].to(device=device, dtype=torch.bool)[scored]  # [M]
+    n_ce, n_kd = targets.numel(), int(picked.sum())
+    vocab = getattr(lm_head, "out_features", None)
+    vocab = vocab if isinstance(vocab, int) else None
+    if vocab is not None:
+        listed = (ids >= 0) & picked[:, None]
+        _check_listed_ids(torch.where(listed, ids, torch.full_like(ids, -1)), vocab)
+    chunk = chunk or (kd_chunk_rows(vocab) if vocab is not None else 1024)
+    if n_ce == 0:  # nothing supervised: 0.0, through the head so every parameter still gets a (zero) gradient
+        logits = lm_head(hidden.reshape(-1, h)[:1])
+        zero = logits.to(_compute_dtype(logits.dtype)).sum() * 0.0
+        return zero, zero, zero
+    ce_sum: torch.Tensor | float = 0.0
+    kd_sum: torch.Tensor | float = 0.0
+    for start in range(0, n_ce, chunk):
+        part = slice(start, start + chunk)
+        ce_part, kd_part = checkpoint(
+            _chunk_sums,
+            lm_head,
+            rows[part],
+            targets[part],
+            ids[part],
+            logprobs[part],
+            picked[part],
+            vocab is None,
+            use_reentrant=False,
+            preserve_rng_state=False,
+        )
+        ce_sum = ce_sum + ce_part
+        kd_sum = kd_sum + kd_part
+    ce = ce_sum / n_ce
+    kd = kd_sum / max(n_kd, 1)
+    return mixed_kd_loss(kd, ce, kd_alpha), kd, ce
 
 
 def gather_token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:

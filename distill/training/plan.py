@@ -1,6 +1,7 @@
-"""`distill plan`: will a student's SFT run fit in GPU memory, with which launcher, and how fast will it go?
+"""`distill plan`: will a student's SFT or logit-KD run fit in GPU memory, with which launcher, and how fast?
 
     distill plan --size 70b --gpus 8 --gpu-memory 80 --max-length 32768
+    distill plan --size 7b --method logit-kd --max-length 32768
 
 An analytic estimate, no GPU needed. For each launcher (ddp < zero2 < zero3/fsdp, cheapest first), with
 and without activation checkpointing, and per-device batches 8, 4, 2, 1, it adds up the per-GPU peak:
@@ -19,6 +20,12 @@ and without activation checkpointing, and per-device batches 8, 4, 2, 1, it adds
               gradient and the logits' gradient) without Liger; with Liger's fused linear cross-entropy
               only a chunk of rows at a time. Logits and the layer backward are never live together, so
               the peak counts the larger of the two.
+              --method logit-kd (distill.training.kd_losses.chunked_kd_ce_loss; Liger is off for it): one
+              chunk of C = kd_chunk_rows(V) positions at a time (its fp32 logits <= 256 MiB), C x V x 20 B
+              (bf16 + fp32 logits, log-softmax, their gradients: 19.7 B measured), + the supervised rows'
+              hidden states gathered and their gradient (2 x 2h B per token) + the head's weight gradient.
+  targets     logit-kd only: the teacher's top-K per token in the batch (K int64 ids + K fp32 log-probs +
+              a bool mask = 12 K + 1 B per token), twice (the batch, and the supervised rows the loss gathers).
   overhead    10 % of everything above (allocator fragmentation) + 2 GiB (CUDA context, NCCL, cuBLAS).
 
 A, per token, for a decoder layer with RMSNorm, grouped-query attention (h_kv = KV heads x head dim),
@@ -34,11 +41,13 @@ gone because FlashAttention never materialises the scores.
 
 Verdict: "fits" when the total (with overhead) is within --gpu-memory; "tight" when only the allowance for
 fragmentation does not fit (try PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True); else "does not fit",
-with what would: more nodes, LoRA, QLoRA or a shorter max length.
+with what would: more nodes, Liger (sft only), LoRA, QLoRA (sft only: distill train refuses it for logit-kd)
+or a shorter max length.
 
 Throughput: tokens/s = GPUs x TFLOPS x MFU x 1e12 / FLOPs per token, with FLOPs per token
 6 x P + 12 x L x h x S (PaLM's convention; P without the input-embedding lookup), 4 x P + 6 x P_lora under
-LoRA (no weight gradients for frozen weights), plus one more forward (x4/3) under checkpointing.
+LoRA (no weight gradients for frozen weights), plus one more forward (x4/3) under checkpointing, plus 2 x V x h
+under logit-kd (its chunked loss computes the LM head again in the backward).
 
 Known runs (open-r1 OpenR1-Distill-7B, OlympicCoder-32B, s1-32B) are checked in tests/training/test_plan.py and
 tabled with their sources in docs/PLANNER.md.
@@ -62,6 +71,14 @@ BATCHES = (8, 4, 2, 1)
 FRAGMENTATION = 0.10  # share of the estimate added for allocator fragmentation
 FIXED_OVERHEAD_GIB = 2.0  # CUDA context, NCCL buffers, cuBLAS workspaces
 LOGIT_BYTES = 12  # per logit without Liger: fp32 log-probs saved + their gradient + the logits' gradient
+# logit-kd's chunked loss (distill.training.kd_losses.chunked_kd_ce_loss). The chunk rule mirrors kd_losses'
+# kd_chunk_rows (its 256 MiB budget for one chunk's fp32 logits; a test checks the two agree).
+KD_CHUNK_BYTES = 256 * 2**20
+# Per logit of a chunk: bf16 logits 2 + fp32 copy 4 + log-softmax 4, then in the backward the log-softmax's
+# gradient 4 + the fp32 logits' gradient 4 + the bf16 one 2. Measured on CPU (2-layer model, vocab 151,936):
+# 19.7 B (bf16), 17.6 B (fp32).
+KD_LOGIT_BYTES = 20
+KD_TARGET_BYTES = 12  # per listed teacher token and position: its id (int64) and log-probability (fp32)
 QLORA_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # NF4 4 bits + double-quantised absmax (8 bit per 64, fp32 per 256 blocks)
 
 
@@ -248,6 +265,7 @@ class Estimate:
     overhead: float
     total: float
     capacity: float
+    targets: float = 0.0  # logit-kd: the teacher's top-K per token in the batch
 
     @property
     def states(self) -> float:
@@ -274,6 +292,13 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(1, n))))
 
 
+def logit_kd_chunk(vocab: int) -> int:
+    """Positions per chunk of logit-kd's loss: distill.training.kd_losses.kd_chunk_rows (one chunk's fp32
+    logits within 256 MiB, a multiple of 64), restated here so the planner needs no torch."""
+    rows = max(1, KD_CHUNK_BYTES // (4 * vocab))
+    return rows // 64 * 64 if rows >= 64 else rows
+
+
 def estimate(
     arch: Arch,
     *,
@@ -286,15 +311,21 @@ def estimate(
     lora_rank: int = 0,
     qlora: bool = False,
     gpu_memory: float = 80.0,
+    kd_top_k: int = 0,
 ) -> Estimate:
     """Per-GPU peak memory of SFT with `gpus` GPUs in total (all nodes), `batch` sequences of `seq_len`
-    tokens per GPU; formulas in the module docstring."""
+    tokens per GPU; with `kd_top_k` > 0, of logit KD on the teacher's top-K (no Liger then, whatever
+    `liger` says: distill.training.kd drops it). Formulas in the module docstring."""
     if gpus < 1 or batch < 1 or seq_len < 1:
         raise DistillError(f"plan: gpus, batch and max length must be at least 1 (got {gpus}, {batch}, {seq_len})")
     if launcher not in LAUNCHERS:
         raise DistillError(f"plan: unknown launcher {launcher!r} (one of {', '.join(LAUNCHERS)})")
     if qlora and not lora_rank:
         lora_rank = DEFAULT_LORA_RANK
+    if kd_top_k < 0:
+        raise DistillError(f"plan: the teacher's top-K must be 0 (sft) or more, got {kd_top_k}")
+    if kd_top_k:
+        liger = False
     tokens = seq_len * batch
     h, n_layers, vocab = arch.hidden, arch.layers, arch.vocab
 
@@ -324,7 +355,15 @@ def estimate(
         backward = layer_act
 
     head_trainable = not lora_rank  # LoRA leaves the LM head frozen: no weight gradient for it
-    if liger:
+    targets = 0.0
+    if kd_top_k:
+        # Chunked KD + CE: one chunk's working set, the supervised rows' hidden states gathered (bf16) and
+        # their gradient, the head's weight gradient (fp32, as for Liger).
+        chunk = min(tokens, logit_kd_chunk(vocab))
+        logits = chunk * vocab * KD_LOGIT_BYTES + tokens * h * 2 * 2 + (vocab * h * 4 if head_trainable else 0)
+        # The teacher's top-K (ids, log-probs) and mask per token: in the batch, and gathered for the loss.
+        targets = tokens * (kd_top_k * KD_TARGET_BYTES + 1) * 2
+    elif liger:
         # Fused linear cross-entropy: rows in chunks of next_pow2(tokens / ceil(V / h)), logits of a
         # chunk in bf16 + fp32, the input gradient, and the head's weight gradient accumulated in fp32.
         chunk = min(tokens, _next_pow2(math.ceil(tokens / math.ceil(vocab / h))))
@@ -333,7 +372,7 @@ def estimate(
         # The head's weight gradient comes after the log-prob tensors are freed: not part of this peak.
         logits = tokens * vocab * LOGIT_BYTES
 
-    peak = weights + gradients + optimizer + gathered + activations + max(backward, logits)
+    peak = weights + gradients + optimizer + gathered + activations + targets + max(backward, logits)
     overhead = FRAGMENTATION * peak + FIXED_OVERHEAD_GIB * GIB
     g = 1 / GIB
     return Estimate(
@@ -350,6 +389,7 @@ def estimate(
         overhead=overhead * g,
         total=(peak + overhead) * g,
         capacity=float(gpu_memory),
+        targets=targets * g,
     )
 
 
@@ -363,8 +403,10 @@ def throughput(
     qlora: bool = False,
     gpu_tflops: float = 989.0,
     mfu: float = 0.4,
+    logit_kd: bool = False,
 ) -> dict:
-    """Training tokens per second from FLOPs per token (module docstring) at the given MFU."""
+    """Training tokens per second from FLOPs per token (module docstring) at the given MFU; logit-kd's
+    chunked loss computes the LM head once more in the backward (+2 V h per token)."""
     if qlora and not lora_rank:
         lora_rank = DEFAULT_LORA_RANK
     p = arch.matmul_params
@@ -378,6 +420,8 @@ def throughput(
         forward = 2 * p + attn / 3
     if checkpointing:
         flops += forward
+    if logit_kd:
+        flops += 2 * arch.vocab * arch.hidden
     tokens_per_s = gpus * gpu_tflops * 1e12 * mfu / flops
     return {"flops_per_token": flops, "tokens_per_s": tokens_per_s, "tokens_per_s_per_gpu": tokens_per_s / gpus}
 
@@ -387,15 +431,15 @@ def throughput(
 
 
 def resolve_model(cfg: PlanConfig) -> tuple[Arch, dict]:
-    """The student: --model, else the `model:` of recipes/sft/*-<size>.yaml, else the table's model for
+    """The student: --model, else the `model:` of recipes/<method>/*-<size>.yaml, else the table's model for
     the size. Returns the architecture and what the recipe said (model, max_length, path) for the notes."""
 
     info: dict[str, Any] = {"recipe": None, "recipe_model": None, "recipe_max_length": None, "notes": []}
     size = cfg.size.lower()
     try:
-        path = recipe_for(size)
+        path = recipe_for(size, cfg.method)
         data = load_yaml(path)
-        shown = path.relative_to(path.parents[2]) if len(path.parents) > 2 else path  # recipes/sft/<name>.yaml
+        shown = path.relative_to(path.parents[2]) if len(path.parents) > 2 else path  # recipes/<method>/<name>.yaml
         info.update(recipe=str(shown), recipe_model=data.get("model"), recipe_max_length=data.get("max_length"))
     except DistillError as e:
         if size not in SIZE_DEFAULTS and not cfg.model:
@@ -436,10 +480,10 @@ def _search(arch: Arch, cfg: PlanConfig, seq_len: int, gpus: int, lora: int, qlo
                     gpus=gpus,
                     launcher=launcher,
                     checkpointing=ckpt,
-                    liger=cfg.liger,
                     lora_rank=lora,
                     qlora=qlora,
                     gpu_memory=cfg.gpu_memory,
+                    **_loss_settings(cfg),
                 )
                 for b in batches
             ]
@@ -447,6 +491,12 @@ def _search(arch: Arch, cfg: PlanConfig, seq_len: int, gpus: int, lora: int, qlo
             best = best or next((e for e in tried if e.verdict == "tight"), None) or tried[-1]
             out.append(best)
     return out
+
+
+def _loss_settings(cfg: PlanConfig) -> dict:
+    """estimate()'s liger and kd_top_k for the method: logit-kd runs without Liger."""
+    kd = cfg.method == "logit-kd"
+    return {"liger": cfg.liger and not kd, "kd_top_k": cfg.kd_top_k if kd else 0}
 
 
 def _choose(candidates: list[Estimate]) -> Estimate:
@@ -467,15 +517,15 @@ def _fits_with(arch: Arch, cfg: PlanConfig, **kw: Any) -> Estimate:
         "gpus": kw.pop("gpus"),
         "launcher": cfg.launcher if cfg.launcher in ("zero3", "fsdp") else "zero3",
         "checkpointing": cfg.gradient_checkpointing != "off",
-        "liger": cfg.liger,
         "gpu_memory": cfg.gpu_memory,
+        **_loss_settings(cfg),
     }
     args.update(kw)
     return estimate(arch, **args)
 
 
 def _suggestions(arch: Arch, cfg: PlanConfig, seq_len: int, lora: int, qlora: bool) -> list[dict]:
-    """What would fit when nothing does: more nodes, LoRA, QLoRA, a shorter max length."""
+    """What would fit when nothing does: more nodes, Liger (sft), LoRA, QLoRA (sft), a shorter max length."""
     out: list[dict] = []
     gpus = cfg.gpus * cfg.nodes
     adapters = {"lora_rank": lora, "qlora": qlora}
@@ -501,7 +551,8 @@ def _suggestions(arch: Arch, cfg: PlanConfig, seq_len: int, lora: int, qlora: bo
                 "text": "more nodes alone do not help: one sequence's activations and logits do not shard",
             }
         )
-    if not cfg.liger:  # the fp32 loss over S x V logits is often the single biggest term
+    kd = cfg.method == "logit-kd"
+    if not cfg.liger and not kd:  # the fp32 loss over S x V logits is often the single biggest term
         for nodes in range(cfg.nodes, 129):
             e = _fits_with(arch, cfg, seq_len=seq_len, gpus=cfg.gpus * nodes, liger=True, **adapters)
             if e.verdict == "fits":
@@ -527,7 +578,7 @@ def _suggestions(arch: Arch, cfg: PlanConfig, seq_len: int, lora: int, qlora: bo
                     "text": f"LoRA r={DEFAULT_LORA_RANK} with {e.launcher} + checkpointing, batch 1: {e.total:.1f} GiB",
                 }
             )
-    if not qlora:
+    if not qlora and not kd:  # distill train refuses QLoRA for logit-kd
         e = _fits_with(arch, cfg, seq_len=seq_len, gpus=gpus, lora_rank=lora or DEFAULT_LORA_RANK, qlora=True)
         if e.verdict == "fits":
             out.append(
@@ -568,21 +619,25 @@ def _suggestions(arch: Arch, cfg: PlanConfig, seq_len: int, lora: int, qlora: bo
     return out
 
 
-def _command(arch: Arch, cfg: PlanConfig, choice: Estimate, seq_len: int, accum: int) -> str:
+def _command(arch: Arch, cfg: PlanConfig, choice: Estimate, seq_len: int, accum: int, lora: int) -> str:
     """The `accelerate launch` line that runs the plan with distill train."""
     gpus = cfg.gpus * cfg.nodes
+    kd = cfg.method == "logit-kd"
     parts = [f"accelerate launch --config_file recipes/accelerate/{choice.launcher}.yaml"]
     if cfg.nodes > 1:
         parts.append(f"--num_machines {cfg.nodes} --machine_rank $RANK --main_process_ip $HEAD_NODE")
-    parts.append(f"--num_processes {gpus} -m distill.cli train")
+    parts.append(f"--num_processes {gpus} -m distill.cli train" + (" --method logit-kd" if kd else ""))
     parts.append(f"--size {cfg.size.lower()}" + (f" --model {arch.name}" if cfg.model else ""))
+    if lora:
+        parts.append(f"--lora-r {lora}" + (" --load-in-4bit true" if cfg.qlora else ""))
     parts += [
         f"--set max_length={seq_len}",
         f"--set per_device_train_batch_size={choice.batch}",
         f"--set gradient_accumulation_steps={accum}",
         f"--set gradient_checkpointing={str(choice.checkpointing).lower()}",
-        f"--set use_liger_kernel={str(cfg.liger).lower()}",
     ]
+    if not kd:  # logit-kd drops use_liger_kernel whatever it is set to
+        parts.append(f"--set use_liger_kernel={str(cfg.liger).lower()}")
     return " ".join(parts)
 
 
@@ -610,6 +665,7 @@ def plan(cfg: PlanConfig) -> dict:
         notes.append(
             f"global batch {effective} sequences (target {cfg.global_batch} is not a multiple of {gpus} x {choice.batch})"
         )
+    kd = cfg.method == "logit-kd"
     tput = throughput(
         arch,
         seq_len=seq_len,
@@ -619,6 +675,7 @@ def plan(cfg: PlanConfig) -> dict:
         qlora=cfg.qlora,
         gpu_tflops=cfg.gpu_tflops,
         mfu=cfg.mfu,
+        logit_kd=kd,
     )
     step_s = effective * seq_len / tput["tokens_per_s"]
     if choice.launcher == "zero3" and cfg.launcher == "auto":
@@ -628,7 +685,15 @@ def plan(cfg: PlanConfig) -> dict:
             "tight: fits only without the 10% fragmentation allowance; set PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
         )
     if lora or cfg.qlora:
-        notes.append("distill train has no LoRA option yet: the estimate is for PEFT LoRA on all linear layers")
+        notes.append(
+            "the estimate is for PEFT LoRA on all linear layers (distill train's lora_target_modules: all-linear)"
+        )
+    if kd:
+        notes.append(
+            f"logit-kd: no Liger kernels (distill train drops use_liger_kernel for it); the loss takes "
+            f"{logit_kd_chunk(arch.vocab)} positions at a time, never the {seq_len * choice.batch} x {arch.vocab} "
+            f"logits; the teacher's top-{cfg.kd_top_k} per token rides in every batch"
+        )
     result = {
         "model": arch.name,
         "size": cfg.size.lower(),
@@ -644,13 +709,15 @@ def plan(cfg: PlanConfig) -> dict:
             "mfu": cfg.mfu,
         },
         "settings": {
+            "method": cfg.method,
+            "kd_top_k": cfg.kd_top_k if kd else 0,
             "max_length": seq_len,
             "launcher": cfg.launcher,
             "gradient_checkpointing": cfg.gradient_checkpointing,
             "batch": cfg.batch,
             "lora": lora,
             "qlora": cfg.qlora,
-            "liger": cfg.liger,
+            "liger": cfg.liger and not kd,
             "global_batch": cfg.global_batch,
         },
         "fits": verdict != "does not fit",
@@ -662,7 +729,7 @@ def plan(cfg: PlanConfig) -> dict:
             "per_device_batch": choice.batch,
             "gradient_accumulation": accum,
             "global_batch": effective,
-            "command": _command(arch, cfg, choice, seq_len, accum),
+            "command": _command(arch, cfg, choice, seq_len, accum, lora),
         },
         "memory_gib": choice.to_dict(),
         "throughput": {
@@ -695,15 +762,19 @@ def format_plan(result: dict) -> str:
         tune = f"QLoRA r={st['lora']}"
     elif st["lora"]:
         tune = f"LoRA r={st['lora']}"
+    kd = st.get("method") == "logit-kd"
+    method = f"logit-kd on the teacher's top-{st['kd_top_k']}" if kd else "sft"
     lines = [
         f"distill plan: {result['model']} ({_params_text(result['arch']['params'])} params"
         + (f", from {result['recipe']}" if result["model_from"] == "recipe" else f", from {result['model_from']}")
         + ")",
         f"  {hw['nodes']} node(s) x {hw['gpus_per_node']} GPUs = {hw['gpus']} GPUs of {hw['gpu_memory_gib']:g} GiB; "
-        f"max length {st['max_length']}; {tune}; Liger {'on' if st['liger'] else 'off'}",
+        f"max length {st['max_length']}; {method}; {tune}; Liger {'on' if st['liger'] else 'off'}",
         "",
         "  per-GPU memory in GiB (> marks the choice):",
-        "    launcher  ckpt  batch  states  gathered  activ  backward  logits  overhead   total  verdict",
+        "    launcher  ckpt  batch  states  gathered  activ  backward  logits  "
+        + ("targets  " if kd else "")
+        + "overhead   total  verdict",
     ]
     for c in result["candidates"]:
         mark = (
@@ -719,7 +790,9 @@ def format_plan(result: dict) -> str:
         lines.append(
             f"  {mark} {c['launcher']:<9} {'on' if c['checkpointing'] else 'off':<5} {c['batch']:>5}  "
             f"{c['states']:>6.1f}  {c['gathered']:>8.1f}  {c['activations']:>5.1f}  {c['backward']:>8.1f}  "
-            f"{c['logits']:>6.1f}  {c['overhead']:>8.1f}  {c['total']:>6.1f}  {c['verdict']}"
+            f"{c['logits']:>6.1f}  "
+            + (f"{c['targets']:>7.2f}  " if kd else "")
+            + f"{c['overhead']:>8.1f}  {c['total']:>6.1f}  {c['verdict']}"
         )
     lines.append("")
     if result["verdict"] == "does not fit":
@@ -734,7 +807,8 @@ def format_plan(result: dict) -> str:
             f"{rec['gradient_accumulation']} accumulation steps x {hw['gpus']} GPUs = {rec['global_batch']} per step",
             f"  memory: weights {mem['weights']:.1f} + gradients {mem['gradients']:.1f} + optimizer {mem['optimizer']:.1f}"
             f" + gathered {mem['gathered']:.1f} + activations {mem['activations']:.1f}"
-            f" + max(backward {mem['backward']:.1f}, logits {mem['logits']:.1f}) + overhead {mem['overhead']:.1f}"
+            + (f" + teacher targets {mem['targets']:.2f}" if kd else "")
+            + f" + max(backward {mem['backward']:.1f}, logits {mem['logits']:.1f}) + overhead {mem['overhead']:.1f}"
             f" = {mem['total']:.1f} GiB",
         ]
         tp = result["throughput"]

@@ -6,9 +6,13 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from distill.training.kd_losses import (
+    CHUNK_LOGIT_BYTES,
+    chunked_kd_ce_loss,
     gather_token_logprobs,
+    kd_chunk_rows,
     mixed_kd_loss,
     sampled_reverse_kl_loss,
     topk_forward_kl,
@@ -353,3 +357,129 @@ def test_float32_every_token_listed_has_finite_gradients():
         (grad,) = torch.autograd.grad(loss, student)
         assert torch.isfinite(loss) and torch.isfinite(grad).all()
     assert topk_forward_kl(student, ids, lps).item() == pytest.approx(full.mean().item(), abs=1e-4)
+
+
+# ---------------------------------------------------------------- chunked_kd_ce_loss
+
+
+def full_logits_loss(hidden, head, labels, kd_ids, kd_lps, valid, alpha):
+    """The computation chunked_kd_ce_loss replaces (LogitKDTrainer.compute_loss before it): the full
+    [B, T, V] logits, cross-entropy over them in fp32 (float64 kept, as the module does, for a tight check),
+    top-K forward KL on the positions with a target."""
+    logits = head(hidden)[:, :-1]
+    target = labels[:, 1:]
+    flat = logits.reshape(-1, logits.size(-1)).to(torch.promote_types(logits.dtype, torch.float32))
+    ce = F.cross_entropy(flat, target.reshape(-1), ignore_index=-100)
+    sel = valid[:, 1:] & (target != -100)
+    kd = topk_forward_kl(logits[sel], kd_ids[:, 1:][sel], kd_lps[:, 1:][sel]) if sel.any() else logits.sum() * 0.0
+    return mixed_kd_loss(kd, ce, alpha), kd, ce
+
+
+def kd_batch(b=3, t=13, h=8, v=29, k=4, seed=0, dtype=torch.float64):
+    """Hidden states, a head with a bias, labels with a prompt and padding, teacher targets on some positions."""
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(b, t, h, generator=gen, dtype=dtype)
+    head = torch.nn.Linear(h, v, bias=True).to(dtype)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(v, h, generator=gen, dtype=dtype))
+        head.bias.copy_(torch.randn(v, generator=gen, dtype=dtype))
+    labels = torch.randint(0, v, (b, t), generator=gen)
+    labels[:, :4] = -100  # prompt
+    labels[b - 1, t - 3 :] = -100  # padding
+    ids = torch.rand(b, t, v, generator=gen).argsort(dim=-1)[..., :k]
+    ids[0, 6, 1] = -1
+    lps = torch.log_softmax(torch.randn(b, t, k + 1, generator=gen, dtype=torch.float64), -1)[..., :k].float()
+    valid = torch.rand(b, t, generator=gen) > 0.3
+    valid[b - 1, t - 3 :] = True  # targets on padding are ignored: no supervised token there
+    return hidden, head, labels, ids, lps, valid
+
+
+def loss_and_grads(fn, hidden, head, *rest):
+    x = hidden.clone().requires_grad_(True)
+    head.zero_grad()
+    loss, kd, ce = fn(x, head, *rest)
+    loss.backward()
+    return [loss.detach(), kd.detach(), ce.detach(), x.grad, head.weight.grad.clone(), head.bias.grad.clone()]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 7, 64, 0, 10_000])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_chunked_loss_equals_the_full_logits(chunk, dtype, tol):
+    hidden, head, labels, ids, lps, valid = kd_batch(dtype=dtype)
+    alpha = 0.3
+    want = loss_and_grads(full_logits_loss, hidden, head, labels, ids, lps, valid, alpha)
+    got = loss_and_grads(
+        lambda x, hd, *r: chunked_kd_ce_loss(x, hd, *r, chunk=chunk), hidden, head, labels, ids, lps, valid, alpha
+    )
+    assert got[0].dtype == dtype
+    for name, g, w in zip(("loss", "kd", "ce", "d hidden", "d weight", "d bias"), got, want, strict=True):
+        assert torch.allclose(g, w, rtol=0, atol=tol), (name, (g - w).abs().max().item())
+
+
+def test_chunked_loss_computes_one_chunk_at_a_time_and_recomputes_it_in_the_backward():
+    hidden, head, labels, ids, lps, valid = kd_batch(b=2, t=21)
+    rows = []
+    head.register_forward_hook(lambda _m, inputs, _out: rows.append(inputs[0].shape[0]))
+    x = hidden.clone().requires_grad_(True)
+    scored = int((labels[:, 1:] != -100).sum())
+    loss, _, _ = chunked_kd_ce_loss(x, head, labels, ids, lps, valid, 0.5, chunk=4)
+    chunks = -(-scored // 4)
+    assert rows == [4] * (scored // 4) + [scored % 4] * (scored % 4 > 0) and len(rows) == chunks
+    loss.backward()
+    assert len(rows) == 2 * chunks and max(rows) == 4  # each chunk again, in the backward, never all at once
+
+
+def test_chunked_loss_edge_cases_stay_finite():
+    hidden, head, labels, ids, lps, valid = kd_batch()
+    # no teacher target anywhere: KD 0.0 (with a gradient path), the loss is (1 - alpha) * cross-entropy
+    none = torch.zeros_like(valid)
+    want = loss_and_grads(full_logits_loss, hidden, head, labels, ids, lps, none, 0.5)
+    got = loss_and_grads(chunked_kd_ce_loss, hidden, head, labels, ids, lps, none, 0.5)
+    assert got[1].item() == 0.0
+    for g, w in zip(got, want, strict=True):
+        assert torch.allclose(g, w, rtol=0, atol=1e-12)
+    # nothing supervised: 0.0 and zero gradients everywhere (the full-logits computation gives NaN)
+    unsupervised = torch.full_like(labels, -100)
+    loss, kd, ce, d_hidden, d_weight, d_bias = loss_and_grads(
+        chunked_kd_ce_loss, hidden, head, unsupervised, ids, lps, valid, 0.5
+    )
+    assert loss.item() == kd.item() == ce.item() == 0.0
+    assert not d_hidden.any() and not d_weight.any() and not d_bias.any()
+
+
+def test_chunked_loss_checks_its_inputs():
+    hidden, head, labels, ids, lps, valid = kd_batch(v=29)
+    bad = ids.clone()
+    bad[1, 7, 0] = 29
+    with pytest.raises(ValueError, match="vocabulary"):
+        chunked_kd_ce_loss(hidden, head, labels, bad, lps, valid.fill_(True), 0.5)
+    bad = ids.clone()
+    bad[1, 7, 1] = bad[1, 7, 0]
+    with pytest.raises(ValueError, match="duplicate"):
+        chunked_kd_ce_loss(hidden, head, labels, bad, lps, valid, 0.5)
+    # a head without out_features (a plain function): the same checks, chunk by chunk
+    with pytest.raises(ValueError, match="duplicate"):
+        chunked_kd_ce_loss(hidden, lambda x: head(x), labels, bad, lps, valid, 0.5, chunk=3)
+    # positions without a supervised next token may hold anything
+    garbage = ids.clone()
+    garbage[:, :4] = 999
+    assert torch.isfinite(chunked_kd_ce_loss(hidden, head, labels, garbage, lps, valid, 0.5)[0])
+    with pytest.raises(ValueError, match="alpha"):
+        chunked_kd_ce_loss(hidden, head, labels, ids, lps, valid, 1.5)
+    with pytest.raises(ValueError, match=r"\[B, T, H\]"):
+        chunked_kd_ce_loss(hidden[0], head, labels, ids, lps, valid, 0.5)
+    with pytest.raises(ValueError, match="labels"):
+        chunked_kd_ce_loss(hidden, head, labels[:, 1:], ids, lps, valid, 0.5)
+    with pytest.raises(ValueError, match="kd_ids"):
+        chunked_kd_ce_loss(hidden, head, labels, ids[:, 1:], lps, valid, 0.5)
+    with pytest.raises(ValueError, match="chunk"):
+        chunked_kd_ce_loss(hidden, head, labels, ids, lps, valid, 0.5, chunk=-1)
+
+
+@pytest.mark.parametrize("vocab, rows", [(151_936, 384), (152_064, 384), (128_256, 512), (49_152, 1344)])
+def test_kd_chunk_rows_keeps_a_chunks_fp32_logits_under_the_budget(vocab, rows):
+    assert kd_chunk_rows(vocab) == rows
+    assert rows * vocab * 4 <= CHUNK_LOGIT_BYTES < (rows + 64) * vocab * 4
+    assert kd_chunk_rows(10**9) == 1 and kd_chunk_rows(10) % 64 == 0
+    with pytest.raises(ValueError):
+        kd_chunk_rows(0)

@@ -14,7 +14,18 @@ import pytest
 from distill.cli import main
 from distill.common.errors import DistillError
 from distill.training.config import PlanConfig
-from distill.training.plan import ARCHS, Estimate, estimate, find_arch, plan, run, throughput
+from distill.training.plan import (
+    ARCHS,
+    KD_CHUNK_BYTES,
+    KD_LOGIT_BYTES,
+    Estimate,
+    estimate,
+    find_arch,
+    logit_kd_chunk,
+    plan,
+    run,
+    throughput,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCELERATE = ROOT / "recipes" / "accelerate"
@@ -196,6 +207,76 @@ def test_liger_removes_the_full_logits():
     assert on.total < off.total
 
 
+def test_logit_kd_logits_stay_bounded_by_the_chunk_not_tokens_x_vocab():
+    """logit-kd at 32k tokens: the loss holds one chunk of positions' logits (chunked_kd_ce_loss), not the
+    32768 x 152064 of an unfused loss; doubling the row only adds the gathered hidden states (2 x 2h B/token)."""
+    arch, gib = Q7_LONG, 1024**3
+    kd = estimate(arch, seq_len=32768, launcher="zero3", kd_top_k=20)
+    half = estimate(arch, seq_len=16384, launcher="zero3", kd_top_k=20)
+    unfused = estimate(arch, seq_len=32768, launcher="zero3", liger=False)
+    chunk = logit_kd_chunk(arch.vocab)
+    assert chunk == 384 and chunk * arch.vocab * 4 <= KD_CHUNK_BYTES
+    head_grad = arch.vocab * arch.hidden * 4
+    assert kd.logits * gib == pytest.approx(chunk * arch.vocab * KD_LOGIT_BYTES + 32768 * arch.hidden * 4 + head_grad)
+    assert (kd.logits - half.logits) * gib == pytest.approx(16384 * arch.hidden * 4)  # nothing x vocab
+    assert kd.logits < 5 < 55 < unfused.logits  # 32768 x 152064 x 12 B = 55.7 GiB without chunks
+    assert kd.targets * gib == pytest.approx(32768 * (20 * 12 + 1) * 2)  # ids int64 + log-probs fp32 + mask
+    assert estimate(arch, seq_len=32768, launcher="zero3", kd_top_k=100).targets == pytest.approx(
+        kd.targets * (100 * 12 + 1) / (20 * 12 + 1)
+    )
+    # no Liger under logit-kd (distill.training.kd drops it): the activations are counted without its kernels
+    assert kd.activations == unfused.activations and kd.backward == unfused.backward
+    assert kd.total == pytest.approx(
+        kd.weights + kd.gradients + kd.optimizer + kd.gathered + kd.activations + kd.targets
+        + max(kd.backward, kd.logits) + kd.overhead
+    )  # fmt: skip
+    sft = estimate(arch, seq_len=32768, launcher="zero3")
+    assert sft.targets == 0.0
+
+
+def test_the_planners_chunk_is_the_losss_chunk():
+    from distill.training.kd_losses import CHUNK_LOGIT_BYTES, kd_chunk_rows
+
+    assert KD_CHUNK_BYTES == CHUNK_LOGIT_BYTES
+    for vocab in sorted({a.vocab for a in ARCHS.values()} | {10, 1000, 10**9}):
+        assert logit_kd_chunk(vocab) == kd_chunk_rows(vocab), vocab
+
+
+def test_logit_kd_plan(capsys):
+    """`distill plan --size 7b --method logit-kd --max-length 32768`: its recipe, no Liger, the teacher's
+    targets in the breakdown, a `distill train --method logit-kd` command, bounded logits."""
+    kd = plan(PlanConfig(size="7b", method="logit-kd", max_length=32768))
+    sft = plan(PlanConfig(size="7b", max_length=32768))
+    assert kd["recipe"] == "recipes/logit-kd/qwen2.5-math-7b.yaml" and kd["model"] == sft["model"]
+    assert kd["settings"]["method"] == "logit-kd" and kd["settings"]["kd_top_k"] == 20
+    assert kd["settings"]["liger"] is False and sft["settings"]["liger"] is True
+    assert kd["verdict"] == "fits" and kd["memory_gib"]["logits"] < 5 and kd["memory_gib"]["targets"] > 0
+    command = kd["recommendation"]["command"]
+    assert "-m distill.cli train --method logit-kd --size 7b" in command and "use_liger_kernel" not in command
+    assert any("384 positions at a time" in n for n in kd["notes"])
+    assert kd["throughput"]["flops_per_token"] == pytest.approx(
+        sft["throughput"]["flops_per_token"] + 2 * find_arch(kd["model"]).vocab * find_arch(kd["model"]).hidden
+    )
+    run(PlanConfig(size="7b", method="logit-kd", max_length=32768))
+    out = capsys.readouterr().out
+    assert "logit-kd on the teacher's top-20" in out and "targets" in out and "teacher targets" in out
+    assert (
+        main(["plan", "--size", "7b", "--method", "logit-kd", "--kd-top-k", "5", "--max-length", "8192", "--json"]) == 0
+    )
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["settings"]["kd_top_k"] == 5 and printed["settings"]["method"] == "logit-kd"
+
+
+def test_logit_kd_suggestions_offer_neither_liger_nor_qlora():
+    result = plan(PlanConfig(size="70b", method="logit-kd", max_length=32768))
+    assert result["verdict"] == "does not fit"
+    changes = {s["change"] for s in result["suggestions"]}
+    assert "qlora" not in changes and "liger" not in changes
+    assert "lora" in changes or "nodes" in changes
+    lora = plan(PlanConfig(size="8b", method="logit-kd", lora=16, max_length=8192))
+    assert "--method logit-kd --size 8b --lora-r 16 " in lora["recommendation"]["command"]
+
+
 def test_sharding_order_ddp_zero2_zero3():
     kw = dict(seq_len=4096, gpus=8, checkpointing=True)
     ddp, z2, z3 = (estimate(Q7_LONG, launcher=x, **kw) for x in ("ddp", "zero2", "zero3"))
@@ -328,6 +409,9 @@ def test_main_parses_flags(capsys):
         {"lora": -1},
         {"launcher": "zero4"},
         {"gradient_checkpointing": "sometimes"},
+        {"method": "onpolicy"},
+        {"kd_top_k": 0},
+        {"method": "logit-kd", "qlora": True},  # distill train refuses QLoRA for logit-kd
     ],
 )
 def test_impossible_settings_are_distill_errors(kwargs):
