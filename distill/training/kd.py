@@ -43,6 +43,8 @@ from distill.training.base import (
     Prepared,
     add_eos_to_generation_config,
     announce,
+    apply_length_policy,
+    check_positions,
     check_stop_token,
     checks_before_loading,
     configure_tokenizer,
@@ -50,6 +52,7 @@ from distill.training.base import (
     load_sft_rows,
     load_student,
     lora_config,
+    row_lengths,
     supervised_example,
     training_args,
 )
@@ -239,8 +242,7 @@ def prepare(cfg: TrainConfig) -> Any:
     resume_from = checks_before_loading(cfg)
     rows = load_kd_rows(cfg.data, cfg.max_examples)
 
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(cfg.output)  # written only when the trained model is saved
     given = [k for k in ("packing", "padding_free") if cfg.sft.get(k)]
     if given:
         print(f"[distill] logit-kd: {', '.join(given)} off (the per-token targets are laid out per padded row)")
@@ -250,8 +252,10 @@ def prepare(cfg: TrainConfig) -> Any:
     args = training_args(cfg, out, drop=drop, force={"remove_unused_columns": False})  # KD columns reach the collator
 
     path = resolve_model(cfg.model)
+    check_positions(cfg, path, args.max_length)
     tokenizer = AutoTokenizer.from_pretrained(path)
     configure_tokenizer(tokenizer, cfg, cfg.model)
+    rows, lengths = apply_length_policy(rows, row_lengths(tokenizer, rows), args.max_length, cfg.truncation)
     teacher_tok = AutoTokenizer.from_pretrained(resolve_model(cfg.teacher))
     t0 = time.monotonic()
     examples, stats = build_examples(rows, tokenizer, teacher_tok, args.max_length or 1 << 30)
@@ -288,4 +292,4 @@ def prepare(cfg: TrainConfig) -> Any:
         kd_alpha=cfg.kd.kd_alpha,
     )
     stats = {"method_detail": "logit-kd", "kd_alpha": cfg.kd.kd_alpha, **stats}
-    return Prepared(trainer, tokenizer, model, rows, path, out, resume_from, 1, stats)
+    return Prepared(trainer, tokenizer, model, rows, path, out, resume_from, 1, {**stats, "lengths": lengths.summary()})

@@ -189,6 +189,9 @@ class OnPolicyTrainer(Trainer):
     shared span (or the generalized JSD on the teacher's top-K). Shapes: B sequences, N tokens (prompt +
     completion, right-padded), S spans, K top-K entries."""
 
+    # compute_loss returns each micro-batch's mean: the Trainer divides it by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
     def __init__(
         self,
         *args: Any,

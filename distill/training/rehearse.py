@@ -265,6 +265,17 @@ def run(cfg: TrainConfig, args: Any, train_fn: Callable[[TrainConfig], dict]) ->
             lora = dataclasses.replace(lora, load_in_4bit=False)
         if lora.merge_lora:
             lora = dataclasses.replace(lora, merge_lora=False)
+        # The teacher's tokenizer (logit-kd reads the stored token ids with it, on-policy scores with it)
+        teacher = cfg.teacher
+        if cfg.method != "sft":
+            try:
+                AutoTokenizer.from_pretrained(resolve_model(cfg.teacher))
+            except (OSError, ValueError, DistillError):
+                teacher = "embedded:teacher"
+                mini.substitutions.append(
+                    f"the teacher's tokenizer ({cfg.teacher}) is not here offline: the embedded teacher's (Qwen2.5) "
+                    "stands in; pass --teacher with a local copy to rehearse with the real one"
+                )
         # Tokenizer, data and the label checks, as the real run tokenizes them
         tokenizer = AutoTokenizer.from_pretrained(str(mini.folder))
         configure_tokenizer(tokenizer, cfg, cfg.model)
@@ -282,7 +293,7 @@ def run(cfg: TrainConfig, args: Any, train_fn: Callable[[TrainConfig], dict]) ->
                         gradient_accumulation_steps=1)  # fmt: skip
         mini_cfg = dataclasses.replace(
             cfg, model=str(mini.folder), output=str(Path(tmp) / "out"), requires_gpu=False, attn_implementation="",
-            rehearse=False, push_to_hub="", model_config={}, lora=lora, data=data, max_examples=0,
+            rehearse=False, push_to_hub="", model_config={}, lora=lora, data=data, max_examples=0, teacher=teacher,
             launch=dataclasses.replace(cfg.launch, launcher="", print_launch=False),
             onpolicy=dataclasses.replace(  # a random miniature's samples say nothing past a few tokens
                 cfg.onpolicy, onpolicy_max_new_tokens=min(cfg.onpolicy.onpolicy_max_new_tokens, 16)
@@ -368,7 +379,8 @@ def _plan(cfg: TrainConfig, mini: Miniature, gpus: int, max_length: int, launche
         PlanConfig,
         {"size": cfg.size, "model": mini.model_id, "gpus": gpus, "nodes": cfg.launch.num_nodes,
          "gpu_memory": GPU_MEMORY_GIB, "max_length": max_length or 0, "lora": cfg.lora.lora_r,
-         "qlora": cfg.lora.load_in_4bit, "launcher": launcher or "auto"},
+         "qlora": cfg.lora.load_in_4bit and cfg.method != "logit-kd", "launcher": launcher or "auto",
+         "method": "logit-kd" if cfg.method == "logit-kd" else "sft"},
         source="rehearsal",
     )  # fmt: skip
     result = plan(pcfg)

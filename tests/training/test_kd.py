@@ -305,6 +305,9 @@ def test_models_that_scale_their_logits_are_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(kd, "resolve_model", lambda spec: spec)
     monkeypatch.setattr(kd.AutoTokenizer, "from_pretrained", lambda *a, **k: SimpleNamespace())
     monkeypatch.setattr(kd, "configure_tokenizer", lambda *a, **k: None)
+    monkeypatch.setattr(kd, "check_positions", lambda *a, **k: None)
+    monkeypatch.setattr(kd, "row_lengths", lambda *a, **k: [])
+    monkeypatch.setattr(kd, "apply_length_policy", lambda rows, *a, **k: (rows, SimpleNamespace(summary=dict)))
     monkeypatch.setattr(
         kd,
         "build_examples",
