@@ -34,7 +34,7 @@ test: models
 	$(BIN)/python -m pytest
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not model and not e2e and not gpu"
+	$(BIN)/python -m pytest -n 2 -m "not model and not e2e and not gpu"
 
 lint:
 	$(BIN)/ruff check distill tests bench scripts

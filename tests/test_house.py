@@ -13,6 +13,7 @@ and 3 need the AST anyway; one walk of ~40 files does all three with no extra de
 """
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ ALLOWED = {
 }
 
 
+@functools.cache
 def modules() -> dict[str, Path]:
     return {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts): p for p in sorted(PACKAGE.rglob("*.py"))}
 
@@ -42,6 +44,7 @@ def layer(module: str) -> str:
     return parts[1] if len(parts) > 1 else "__init__"
 
 
+@functools.cache
 def imports(path: Path) -> list[tuple[ast.AST, str, list[str], bool]]:
     """(node, imported module, names, inside a function) for every import of the file."""
     tree = ast.parse(path.read_text())
