@@ -122,7 +122,16 @@ COMMANDS: dict[str, Command] = {
         "keep only verified-correct traces",
         FilterConfig,
         simple(FilterConfig, "distill.curation.filter:run", positional="input"),
-        positional=(("input", {"help": "traces.jsonl or a `distill generate` output folder"}),),
+        positional=(
+            (
+                "input",
+                {
+                    "nargs": "+",
+                    "help": "traces.jsonl or a `distill generate` output folder (with --merge true: "
+                    "the output folders of the --shard runs)",
+                },
+            ),
+        ),  # fmt: skip
     ),
     "train": Command("train a student on kept traces (SFT, logit KD or on-policy)", TrainConfig, run_train),
     "eval": Command(

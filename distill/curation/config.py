@@ -57,4 +57,15 @@ class FilterConfig:
     min_pass_rate: float = option(0.0, "keep only prompts whose pass rate is at least this (e.g. 0.1 for GRPO data)")
     max_pass_rate: float = option(1.0, "keep only prompts whose pass rate is at most this (e.g. 0.9 for GRPO data)")
     seed: int = option(0, "seed for random selection")
+    max_row_mb: float = option(
+        16.0, "rows with more text than this (MiB) are rejected as row_too_large, their text left out of rejected.jsonl"
+    )
+    shard: str = option(
+        "",
+        "I/N: filter only the prompts whose id hashes to I of N (every sample of a prompt in one shard), leaving "
+        "dedup, the one step across prompts, to `distill filter --merge true SHARD_DIRS...` ('': all rows)",
+    )
+    merge: bool = option(
+        False, "merge the output folders of `--shard` runs (given as the inputs): dedup across them, final outputs"
+    )
     push_to_hub: str = option("", "after filtering, upload the output folder as a Hub dataset with this repo id")

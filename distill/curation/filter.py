@@ -3,6 +3,8 @@ reach SFT.
 
     distill filter runs/gen --output runs/filtered
     distill filter runs/gen --output runs/grpo-data --min-pass-rate 0.1 --max-pass-rate 0.9
+    distill filter runs/gen --shard 0/4 --output runs/f0     # one of 4 machines ...
+    distill filter --merge true runs/f0 runs/f1 runs/f2 runs/f3 --output runs/filtered   # ... then one merge
 
 Stages, cheapest first; a row rejected by one stage is not looked at by later ones:
   1. malformed       rows that cannot be checked (missing keys, no gold answer / tests)
@@ -17,16 +19,32 @@ Stages, cheapest first; a row rejected by one stage is not looked at by later on
   7. selection       pass-rate window per prompt, then at most k kept samples per prompt
 Writes DIR/kept.jsonl, DIR/rejected.jsonl (with reject_reason and reject_detail), DIR/report.json,
 DIR/report.md (readable tables) and the config.
+
+At scale. The input is read once, a row at a time; stages 1-4 run in worker processes (one per core) on
+chunks of rows, verification in its own pool of workers, and only compact state spans rows: a reason per
+rejected row is written out at once, and what the cross-row steps need is kept per prompt (its first
+problem text for dedup) or per verified row (id, sample, length, verdict, for selection). The rows that
+reached verification are written to a work file and read back once when the cross-row decisions are known.
+Memory does not grow with trace length.
+
+Sharding: `--shard i/N` filters the rows whose prompt id hashes to i (all samples of a prompt land in one
+shard, so per-prompt selection is exact within it) and leaves out dedup, the one step across prompts; it
+writes the prompts dedup needs beside its outputs (prompts.jsonl). `--merge true SHARD...` redoes dedup
+over every shard's prompts in input order and writes the final outputs. A run without --shard is the
+one-shard case of the same two steps, so N shards plus a merge keep exactly the rows one run keeps.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
+import tempfile
 import time
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -34,7 +52,7 @@ from tqdm import tqdm
 from distill.common import config as config_mod
 from distill.common.errors import DistillError
 from distill.common.hub import push_dataset
-from distill.common.records import TRACES, check_input_file, read_jsonl, write_json, write_jsonl
+from distill.common.records import KEPT, REJECTED, TRACES, check_input_file, read_jsonl, write_json
 from distill.curation import dedup, safety
 from distill.curation.config import FilterConfig
 from distill.curation.selection import SELECTION_STRATEGIES, pass_rate_filter, select_per_prompt
@@ -49,6 +67,11 @@ from distill.verification.sandbox import describe_isolation
 VERIFIERS = ("math", "multiple_choice", "code", "judge")
 # Built-in benchmark problems are generated: decontaminate against this many (eval uses 150 by default).
 BUILTIN_DECONTAM_PROBLEMS = 2000
+CHUNK = 128  # rows per task of the per-row stages' worker processes
+VERIFY_BATCH = 2048  # rows verified together (one pool of verification workers per batch)
+PROMPTS = "prompts.jsonl"  # a shard's prompts for the merge's dedup: first row index, id, problem
+ROW_STAGES = ("malformed", "format", "safety", "decontamination")
+VERIFY_FIELDS = ("correct", "verify_reason", "extracted")
 
 
 def input_file(path: str | Path) -> Path:
@@ -101,36 +124,6 @@ def malformed(row: dict) -> str:
     return ""
 
 
-class _Stages:
-    """Bookkeeping: which stage rejected which row, why, and how long each stage took."""
-
-    def __init__(self, n: int) -> None:
-        self.reasons = [""] * n
-        self.details = [""] * n
-        self.report: dict[str, dict] = {}
-
-    def alive(self) -> list[int]:
-        return [i for i, r in enumerate(self.reasons) if not r]
-
-    def reject(self, i: int, reason: str, detail: str = "") -> None:
-        if not self.reasons[i]:
-            self.reasons[i], self.details[i] = reason, detail
-
-    @contextlib.contextmanager
-    def stage(self, name: str, **info) -> Iterator[None]:
-        before = Counter(r for r in self.reasons if r)
-        t0 = time.monotonic()
-        yield
-        after = Counter(r for r in self.reasons if r)
-        new = after - before
-        self.report[name] = {
-            "seconds": round(time.monotonic() - t0, 3),
-            "rejected": sum(new.values()),
-            "reasons": dict(new.most_common()),
-            **info,
-        }
-
-
 def _check_options(cfg: FilterConfig) -> None:
     """Bad option values are errors before any work (and before anything is written)."""
 
@@ -159,115 +152,10 @@ def _check_options(cfg: FilterConfig) -> None:
         raise DistillError(f"--code-timeout must be > 0 seconds, got {cfg.code_timeout}")
     if cfg.code_memory_mb < 64:
         raise DistillError(f"--code-memory-mb must be at least 64 (MiB), got {cfg.code_memory_mb}")
+    if not cfg.max_row_mb > 0:
+        raise DistillError(f"--max-row-mb must be > 0, got {cfg.max_row_mb}")
     if cfg.workers < 0:
         raise DistillError(f"--workers must be 0 (one per core) or more, got {cfg.workers}")
-
-
-def run(cfg: FilterConfig, input_path: str) -> dict:
-    _check_options(cfg)
-    src = input_file(input_path)
-    rows = list(read_jsonl(src, allow_torn_tail=True))
-    if not rows:
-        raise DistillError(f"{src}: no rows to filter")
-    benchmarks = decontamination_sources(cfg)  # before any stage: an unloadable benchmark stops the run here
-    out = Path(cfg.output)
-    if out.resolve() == src.parent.resolve() and src.name in ("kept.jsonl", "rejected.jsonl"):
-        raise DistillError(f"--output {out} would overwrite the input {src}; choose another folder")
-    start = time.monotonic()
-    st = _Stages(len(rows))
-
-    with st.stage("malformed"):
-        for i, row in enumerate(rows):
-            if why := malformed(row):
-                st.reject(i, why)
-
-    _format_stage(cfg, rows, st)
-    _safety_stage(cfg, rows, st)
-    _decontamination_stage(cfg, rows, st, benchmarks)
-    _dedup_stage(cfg, rows, st)
-    verdicts = _verify_stage(cfg, rows, st)
-    _selection_stage(cfg, rows, st)
-
-    kept, rejected = [], []
-    for row, why, detail in zip(rows, st.reasons, st.details, strict=True):
-        if why:
-            row.setdefault("correct", False)
-            row["reject_reason"] = why
-            if detail:
-                row["reject_detail"] = detail
-            rejected.append(row)
-        else:
-            kept.append(row)
-
-    report = make_report(rows, kept, rejected, time.monotonic() - start)
-    report["input"] = str(src)
-    report["stages"] = st.report
-    report["slowest_verify_seconds"] = round(max((v.seconds for v in verdicts.values()), default=0.0), 3)
-    write_jsonl(out / "kept.jsonl", kept)
-    write_jsonl(out / "rejected.jsonl", rejected)
-    write_json(out / "report.json", report)
-    (out / "report.md").write_text(report_markdown(report), encoding="utf-8")
-    config_mod.save(cfg, out, extra={"input": str(src)})
-    print(report_table(report), flush=True)
-    print(
-        f"[distill] filter: kept {len(kept)}/{len(rows)} ({report['pass_rate']:.1%}) -> {out}/kept.jsonl; "
-        f"slowest verification {report['slowest_verify_seconds']:.2f} s; report: {out}/report.md",
-        flush=True,
-    )
-    if cfg.push_to_hub:
-        url = push_dataset(out, cfg.push_to_hub)
-        print(f"[distill] pushed {out} to {url}", flush=True)
-    return report
-
-
-# --------------------------------------------------------------------------------------------------
-# The stages
-
-
-def _format_stage(cfg: FilterConfig, rows: list[dict], st: _Stages) -> None:
-
-    with st.stage("format"):
-        for i in st.alive():
-            why = check_format(
-                rows[i],
-                min_tokens=cfg.min_tokens,
-                max_tokens=cfg.max_tokens,
-                require_think=cfg.require_think,
-                check_language=cfg.check_language,
-                max_repetition=cfg.max_repetition,
-                max_foreign_share=cfg.max_foreign_share,
-            )
-            if why:
-                st.reject(i, why)
-
-
-def _safety_stage(cfg: FilterConfig, rows: list[dict], st: _Stages) -> None:
-    if not cfg.safety:
-        return
-
-    keywords = safety.load_keywords(cfg.safety_keywords or None)
-    flagged: dict[int, list[tuple[str, str]]] = {}
-    reviewed = 0
-    with st.stage("safety", reviewer=cfg.review_url or None) as _:
-        for i in st.alive():
-            text = f"{rows[i]['problem']}\n{rows[i]['completion']}"
-            hits = safety.screen(text, keywords)
-            if hits:
-                flagged[i] = hits
-        verdicts: dict[int, tuple[bool | None, str]] = {}
-        if flagged and cfg.review_url:
-            idx = sorted(flagged)
-            items = [(rows[i]["problem"], rows[i]["completion"]) for i in idx]
-            verdicts = dict(zip(idx, safety.review_many(items, cfg.review_url, cfg.review_model), strict=True))
-            reviewed = len(idx)
-        for i, hits in flagged.items():
-            category, word = hits[0]
-            safe, note = verdicts.get(i, (None, ""))
-            if safe is True:
-                continue  # the reviewer cleared a keyword hit
-            detail = f"keyword {word!r}" + (f"; reviewer: {note}" if note else "")
-            st.reject(i, f"safety: {category}", detail)
-    st.report["safety"].update(flagged=len(flagged), reviewed=reviewed)
 
 
 def decontamination_sources(cfg: FilterConfig) -> list[tuple[str, list[str]]]:
@@ -297,52 +185,6 @@ def decontamination_sources(cfg: FilterConfig) -> list[tuple[str, list[str]]]:
     return loaded
 
 
-def _decontamination_stage(
-    cfg: FilterConfig, rows: list[dict], st: _Stages, loaded: list[tuple[str, list[str]]]
-) -> None:
-    skipped = {n: "--decontam-skip" for n in cfg.decontam_skip}
-    if not loaded:
-        if skipped:
-            st.report["decontamination"] = {
-                "seconds": 0.0,
-                "rejected": 0,
-                "reasons": {},
-                "benchmarks": {},
-                "skipped": skipped,
-            }
-        return
-    with st.stage("decontamination", ngram=cfg.decontam_ngram):
-        index = dedup.Contamination.build_index(loaded, n=cfg.decontam_ngram)
-        matches: list[dict] = []
-        checked: dict[str, list] = {}
-        for i in st.alive():
-            problem = rows[i]["problem"]
-            if problem not in checked:
-                checked[problem] = index.check(problem)
-            if hits := checked[problem]:
-                best = max(hits, key=lambda m: m.count)
-                shared = f"{best.count} shared {cfg.decontam_ngram}-grams" if not best.exact else "identical text"
-                st.reject(i, "contaminated", f"{best.benchmark} problem {best.index} ({shared})")
-                if len(matches) < 200:
-                    matches.append(
-                        {
-                            "id": rows[i]["id"],
-                            "benchmark": best.benchmark,
-                            "problem": best.index,
-                            "shared_ngrams": best.count,
-                        }
-                    )
-    st.report["decontamination"].update(
-        benchmarks={name: len(problems) for name, problems in loaded}, skipped=skipped, matches=_unique_by_id(matches)
-    )
-    if skipped:
-        print(
-            f"[distill] filter: decontamination checked {', '.join(n for n, _ in loaded)}; left out by "
-            f"--decontam-skip: {', '.join(skipped)}",
-            flush=True,
-        )
-
-
 def _unique_by_id(matches: list[dict]) -> list[dict]:
     seen, out = set(), []
     for m in matches:
@@ -368,79 +210,340 @@ def _decontam_benchmarks(names: list[str]) -> list[str]:
     return names
 
 
-def _dedup_stage(cfg: FilterConfig, rows: list[dict], st: _Stages) -> None:
-    if cfg.dedup == "none":
-        return
-
-    with st.stage("dedup", method=cfg.dedup, threshold=cfg.dedup_threshold):
-        alive = st.alive()
-        # one representative row per prompt id: duplicates are across prompts, not among a prompt's samples
-        first_of: dict[str, int] = {}
-        for i in alive:
-            first_of.setdefault(str(rows[i]["id"]), i)
-        reps = list(first_of.values())
-        rep_rows = [rows[i] for i in reps]
-        dup_of: dict[int, tuple[int, float]] = {k: (v, 1.0) for k, v in dedup.exact_duplicates(rep_rows).items()}
-        if cfg.dedup == "near":
-            for k, v in dedup.near_duplicates(rep_rows, threshold=cfg.dedup_threshold).items():
-                dup_of.setdefault(k, v)
-        dup_ids = {str(rep_rows[k]["id"]): (str(rep_rows[v]["id"]), sim) for k, (v, sim) in dup_of.items()}
-        for i in alive:
-            hit = dup_ids.get(str(rows[i]["id"]))
-            if hit:
-                reason = "duplicate_prompt" if hit[1] >= 1.0 else "near_duplicate_prompt"
-                st.reject(i, reason, f"of {hit[0]} (similarity {hit[1]:.2f})")
+# --------------------------------------------------------------------------------------------------
+# Stages 1-4, per row, in worker processes
 
 
-def _verify_stage(cfg: FilterConfig, rows: list[dict], st: _Stages) -> dict[int, Verdict]:
-    alive = st.alive()
-    by_kind: dict[str, list[int]] = defaultdict(list)
-    for i in alive:
-        by_kind[verifier_for(rows[i])].append(i)
-    verdicts: dict[int, Verdict] = {}
-    sandbox = ""
-    with st.stage("verify", verifiers={k: len(v) for k, v in sorted(by_kind.items())}):
-        with tqdm(total=len(alive), desc="verify", unit="sample", dynamic_ncols=True, mininterval=1.0) as bar:
-            if idx := by_kind.get("math"):
-                items = [(str(rows[i]["answer"]), rows[i]["completion"], rows[i].get("finish_reason")) for i in idx]
-                workers = cfg.workers or os.cpu_count() or 1
-                verdicts.update(
-                    zip(
-                        idx,
-                        verify_many(
-                            items,
-                            timeout=cfg.timeout,
-                            workers=workers,
-                            progress=bar.update,
-                            require_boxed=cfg.require_boxed,
-                        ),
-                        strict=True,
+@dataclass
+class RowChecks:
+    """What the per-row stages need, built once and sent to each worker process once."""
+
+    min_tokens: int
+    max_tokens: int
+    require_think: bool
+    check_language: bool
+    max_repetition: float
+    max_foreign_share: float
+    keywords: dict[str, list[str]] | None  # None: no safety screen
+    index: dedup.Contamination | None  # None: no decontamination
+    ngram: int
+
+    def check(self, row: dict, clock: dict[str, float]) -> tuple[str, str, str, list]:
+        """(stage, reason, detail, keyword hits) of the first per-row stage that rejects the row; ("", "", "", hits)
+        when it passes them all (hits: the safety keywords found, for an LLM review)."""
+        t = time.perf_counter()
+        why = malformed(row)
+        clock["malformed"] += (t2 := time.perf_counter()) - t
+        if why:
+            return "malformed", why, "", []
+        why = check_format(
+            row,
+            min_tokens=self.min_tokens,
+            max_tokens=self.max_tokens,
+            require_think=self.require_think,
+            check_language=self.check_language,
+            max_repetition=self.max_repetition,
+            max_foreign_share=self.max_foreign_share,
+        )
+        clock["format"] += (t3 := time.perf_counter()) - t2
+        if why:
+            return "format", why, "", []
+        hits: list = []
+        if self.keywords is not None:
+            hits = safety.screen(f"{row['problem']}\n{row['completion']}", self.keywords)
+        clock["safety"] += (t4 := time.perf_counter()) - t3
+        if self.index is not None and (found := self.index.check(row["problem"])):
+            best = max(found, key=lambda m: m.count)
+            shared = f"{best.count} shared {self.ngram}-grams" if not best.exact else "identical text"
+            clock["decontamination"] += time.perf_counter() - t4
+            detail = f"{best.benchmark} problem {best.index} ({shared})"
+            return "decontamination", "contaminated", detail, [best.benchmark, best.index, best.count]
+        clock["decontamination"] += time.perf_counter() - t4
+        return "", "", "", hits
+
+
+_CHECKS: RowChecks | None = None  # in a worker process: set once by _init_worker
+
+
+def _init_worker(checks: RowChecks) -> None:
+    global _CHECKS
+    _CHECKS = checks
+
+
+def check_chunk(rows: list[dict]) -> tuple[list[tuple[str, str, str, list]], dict[str, float]]:
+    """The per-row stages on a chunk of rows, in a worker process: one result per row and the seconds each
+    stage took."""
+    assert _CHECKS is not None, "worker not initialised"
+    clock = dict.fromkeys(ROW_STAGES, 0.0)
+    return [_CHECKS.check(r, clock) for r in rows], clock
+
+
+# --------------------------------------------------------------------------------------------------
+# One shard: every stage but dedup, streamed
+
+
+@dataclass
+class Tally:
+    """Counts and timings of a shard's stages, and the per-row facts the report needs."""
+
+    rows: int = 0
+    stages: dict[str, dict] = field(default_factory=dict)
+    flagged: int = 0
+    reviewed: int = 0
+    matches: list[dict] = field(default_factory=list)
+    verifiers: Counter = field(default_factory=Counter)
+    slowest_verify: float = 0.0
+    sandbox: str = ""
+
+    def reject(self, stage: str, reason: str) -> None:
+        s = self.stages.setdefault(stage, {"seconds": 0.0, "rejected": 0, "reasons": Counter()})
+        s["rejected"] += 1
+        s["reasons"][reason] += 1
+
+    def time(self, stage: str, seconds: float) -> None:
+        self.stages.setdefault(stage, {"seconds": 0.0, "rejected": 0, "reasons": Counter()})["seconds"] += seconds
+
+
+def in_shard(row_id: object, shard: tuple[int, int] | None) -> bool:
+    """Whether a prompt id belongs to shard (i, n): by a stable hash of the id, so a prompt's samples share one."""
+    return shard is None or zlib.crc32(str(row_id).encode("utf-8", "surrogatepass")) % shard[1] == shard[0]
+
+
+def parse_shard(spec: str) -> tuple[int, int] | None:
+    if not spec:
+        return None
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise DistillError(f"--shard takes I/N (e.g. 0/4), got {spec!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise DistillError(f"--shard {spec}: I must lie in [0, N-1] and N be at least 1")
+    return i, n
+
+
+TEXT_FIELDS = ("completion", "messages", "reasoning", "teacher_logprobs")
+
+
+def _text_bytes(row: dict) -> int:
+    """A cheap upper bound of a row's text size: its long fields' characters (4 bytes each at most)."""
+    size = 0
+    for key in TEXT_FIELDS:
+        value = row.get(key)
+        if isinstance(value, str):
+            size += len(value)
+        elif isinstance(value, list):
+            size += sum(len(m.get("content") or "") for m in value if isinstance(m, dict))
+    return size
+
+
+def _read_numbered(src: Path, shard: tuple[int, int] | None, max_bytes: int) -> Iterator[list[tuple[int, dict]]]:
+    """Chunks of (input row number, row) of the shard's rows, in input order. A row whose text is over
+    `max_bytes` comes as a stub (its long fields dropped, "_oversize": its size), so it never reaches a worker."""
+    chunk: list[tuple[int, dict]] = []
+    for n, row in enumerate(read_jsonl(src, allow_torn_tail=True)):
+        if shard is not None and not in_shard(row.get("id"), shard):
+            continue
+        if (size := _text_bytes(row)) > max_bytes:
+            row = {**{k: v for k, v in row.items() if k not in TEXT_FIELDS}, "_oversize": size}
+        chunk.append((n, row))
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def filter_shard(cfg: FilterConfig, src: Path, dest: Path, benchmarks: list, shard: tuple[int, int] | None) -> dict:
+    """Stages 1-4, verify and selection over the shard's rows, streamed; dedup is left to `merge`. Writes
+    dest/{kept,rejected,prompts}.jsonl (kept rows are the candidates dedup may still reject) and returns the
+    shard's report."""
+    start = time.monotonic()
+    dest.mkdir(parents=True, exist_ok=True)
+    tally = Tally()
+    keywords = safety.load_keywords(cfg.safety_keywords or None) if cfg.safety else None
+    index = dedup.Contamination.build_index(benchmarks, n=cfg.decontam_ngram) if benchmarks else None
+    checks = RowChecks(
+        cfg.min_tokens, cfg.max_tokens, cfg.require_think, cfg.check_language, cfg.max_repetition,
+        cfg.max_foreign_share, keywords, index, cfg.decontam_ngram,
+    )  # fmt: skip
+    workers = cfg.workers or os.cpu_count() or 1
+    first_of: dict[str, int] = {}  # prompt id -> its first row that passed stages 1-4 (dedup's order)
+    view: list[dict] = []  # selection's compact facts per verified row
+    work = dest / ".verified.jsonl.tmp"  # rows that reached verification, with their verdicts
+    rejected_tmp = dest / (REJECTED + ".tmp")
+    bar = tqdm(desc="filter", unit="row", dynamic_ncols=True, mininterval=1.0)
+    batch: list[tuple[int, dict]] = []
+    with (
+        ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(checks,)) as pool,
+        open(rejected_tmp, "w", encoding="utf-8") as rejected,
+        open(work, "w", encoding="utf-8") as verified,
+        open(dest / PROMPTS, "w", encoding="utf-8") as prompts,
+    ):
+
+        def write_rejected(row: dict, reason: str, detail: str = "") -> None:
+            row.setdefault("correct", False)
+            row["reject_reason"] = reason
+            if detail:
+                row["reject_detail"] = detail
+            rejected.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+        def flush_batch() -> None:
+            for (n, row), verdict in zip(batch, _verify_batch(cfg, batch, tally), strict=True):
+                row.update(correct=verdict.correct, verify_reason=verdict.reason, extracted=verdict.extracted)
+                verified.write(json.dumps({"_row": n, **row}, ensure_ascii=False) + "\n")
+                view.append(_selection_facts(n, row, cfg))
+            batch.clear()
+
+        def take(chunk: list[tuple[int, dict]], results: tuple) -> None:
+            outcomes, clock = results
+            for stage, seconds in clock.items():
+                tally.time(stage, seconds)
+            review: list[tuple[int, dict, list]] = []
+            for (n, row), (stage, reason, detail, hits) in zip(chunk, outcomes, strict=True):
+                tally.rows += 1
+                if stage:
+                    tally.reject(stage, reason)
+                    if reason == "contaminated" and len(tally.matches) < 200:
+                        bench, problem, shared = hits
+                        tally.matches.append(
+                            {"id": row.get("id"), "benchmark": bench, "problem": problem, "shared_ngrams": shared}
+                        )
+                    write_rejected(row, reason, detail)
+                elif hits:
+                    review.append((n, row, hits))
+                else:
+                    _alive(n, row)
+            if review:
+                tally.flagged += len(review)
+                verdicts = [(None, "")] * len(review)
+                if cfg.review_url:
+                    items = [(row["problem"], row["completion"]) for _, row, _ in review]
+                    verdicts = safety.review_many(items, cfg.review_url, cfg.review_model)
+                    tally.reviewed += len(review)
+                for (n, row, hits), (safe, note) in zip(review, verdicts, strict=True):
+                    if safe is True:  # the reviewer cleared a keyword hit
+                        _alive(n, row)
+                        continue
+                    category, word = hits[0]
+                    tally.reject("safety", f"safety: {category}")
+                    write_rejected(
+                        row, f"safety: {category}", f"keyword {word!r}" + (f"; reviewer: {note}" if note else "")
                     )
+            bar.update(len(chunk))
+
+        def _alive(n: int, row: dict) -> None:
+            pid = str(row["id"])
+            if pid not in first_of:
+                first_of[pid] = n
+                prompts.write(json.dumps({"row": n, "id": pid, "problem": row["problem"]}, ensure_ascii=False) + "\n")
+            batch.append((n, row))
+            if len(batch) >= VERIFY_BATCH:
+                flush_batch()
+
+        inflight: list[tuple[list, Future]] = []
+        for chunk in _read_numbered(src, shard, int(cfg.max_row_mb * (1 << 20))):
+            big = [stub for _, stub in chunk if "_oversize" in stub]
+            chunk = [c for c in chunk if "_oversize" not in c[1]]
+            for stub in big:
+                tally.rows += 1
+                tally.reject("malformed", "row_too_large")
+                size = stub.pop("_oversize")
+                detail = (
+                    f"{size / (1 << 20):.1f} MiB of text, over --max-row-mb {cfg.max_row_mb:g}; its text is left out"
                 )
-            for i in by_kind.get("multiple_choice", []):
-                verdicts[i] = verify_choice(str(rows[i]["answer"]), rows[i]["completion"], rows[i].get("finish_reason"))
-                bar.update(1)
-            if idx := by_kind.get("code"):
-                sandbox = describe_isolation()  # e.g. netns+...: what keeps the code off the network
-                verdicts.update(_verify_code(cfg, rows, idx, bar.update))
-            if idx := by_kind.get("judge"):
-                verdicts.update(_verify_judge(cfg, rows, idx))
-                bar.update(len(idx))
-        for i, v in verdicts.items():
-            rows[i]["correct"] = v.correct
-            rows[i]["verify_reason"] = v.reason
-            rows[i]["extracted"] = v.extracted
-            if not v.correct:
-                st.reject(i, v.reason)
-    if sandbox:
-        st.report["verify"]["sandbox"] = sandbox
-    return verdicts
+                write_rejected(stub, "row_too_large", detail)
+            if not chunk:
+                continue
+            inflight.append((chunk, pool.submit(check_chunk, [r for _, r in chunk])))
+            while len(inflight) > 2 * workers:  # bounded: memory O(workers x CHUNK rows)
+                c, fut = inflight.pop(0)
+                take(c, fut.result())
+        for c, fut in inflight:
+            take(c, fut.result())
+        flush_batch()
+    bar.close()
+    if tally.rows == 0:
+        raise DistillError(f"{src}: no rows to filter" + (f" in shard {shard[0]}/{shard[1]}" if shard else ""))
+    # Selection over the verified rows (per prompt: exact within a shard), then the candidates are written
+    t0 = time.monotonic()
+    drop = _selection(cfg, view, tally)
+    tally.time("selection", time.monotonic() - t0) if drop is not None else None
+    with open(dest / (KEPT + ".tmp"), "w", encoding="utf-8") as kept, open(rejected_tmp, "a", encoding="utf-8") as rej:
+        for row in read_jsonl(work):
+            n = row["_row"]
+            if not row["correct"]:
+                tally.reject("verify", row["verify_reason"])
+                rej.write(json.dumps({**row, "reject_reason": row["verify_reason"]}, ensure_ascii=False) + "\n")
+            elif drop and n in drop:
+                reason, detail = drop[n]
+                tally.reject("selection", reason)
+                rej.write(
+                    json.dumps({**row, "reject_reason": reason, "reject_detail": detail}, ensure_ascii=False) + "\n"
+                )
+            else:
+                kept.write(json.dumps(row, ensure_ascii=False) + "\n")
+    work.unlink()
+    for name in (KEPT, REJECTED):
+        (dest / (name + ".tmp")).replace(dest / name)
+    return _shard_report(tally, cfg, benchmarks, shard, time.monotonic() - start)
 
 
-def _verify_code(cfg: FilterConfig, rows: list[dict], idx: list[int], progress) -> dict[int, Verdict]:
+def _selection_facts(n: int, row: dict, cfg: FilterConfig) -> dict:
+    """What selection needs of a verified row, without its text (the random draw keys on a digest of it)."""
+    facts = {"_row": n, "id": row["id"], "sample": row.get("sample"), "correct": bool(row["correct"])}
+    facts["completion_tokens"] = row.get("completion_tokens")
+    if cfg.max_per_prompt and cfg.selection == "random":
+        facts["completion"] = zlib.crc32(row["completion"].encode("utf-8", "surrogatepass"))
+    return facts
 
+
+def _selection(cfg: FilterConfig, view: list[dict], tally: Tally) -> dict[int, tuple[str, str]] | None:
+    """Row number -> (reason, detail) of the verified rows selection drops; None when selection is off."""
+    if cfg.min_pass_rate <= 0.0 and cfg.max_pass_rate >= 1.0 and not cfg.max_per_prompt:
+        return None
+    drop: dict[int, tuple[str, str]] = {}
+    if cfg.min_pass_rate > 0.0 or cfg.max_pass_rate < 1.0:
+        _, dropped, rates = pass_rate_filter(view, cfg.min_pass_rate, cfg.max_pass_rate)
+        for r in dropped:
+            if r["correct"]:
+                drop[r["_row"]] = ("pass_rate_out_of_range", f"prompt pass rate {rates[str(r['id'])]:.2f}")
+    if cfg.max_per_prompt:
+        candidates = [r for r in view if r["correct"] and r["_row"] not in drop]
+        _, dropped = select_per_prompt(candidates, cfg.max_per_prompt, cfg.selection, seed=cfg.seed)
+        for r in dropped:
+            drop[r["_row"]] = ("over_max_per_prompt", f"kept the {cfg.selection} {cfg.max_per_prompt}")
+    return drop
+
+
+def _verify_batch(cfg: FilterConfig, batch: list[tuple[int, dict]], tally: Tally) -> list[Verdict]:
+    """Verdicts for a batch of rows, by each row's verifier."""
+    rows = [r for _, r in batch]
+    by_kind: dict[str, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        by_kind[verifier_for(row)].append(i)
+    tally.verifiers.update({k: len(v) for k, v in by_kind.items()})
+    verdicts: dict[int, Verdict] = {}
+    t0 = time.monotonic()
+    if idx := by_kind.get("math"):
+        items = [(str(rows[i]["answer"]), rows[i]["completion"], rows[i].get("finish_reason")) for i in idx]
+        workers = cfg.workers or os.cpu_count() or 1
+        found = verify_many(items, timeout=cfg.timeout, workers=workers, require_boxed=cfg.require_boxed)
+        verdicts.update(zip(idx, found, strict=True))
+    for i in by_kind.get("multiple_choice", []):
+        verdicts[i] = verify_choice(str(rows[i]["answer"]), rows[i]["completion"], rows[i].get("finish_reason"))
+    if idx := by_kind.get("code"):
+        tally.sandbox = describe_isolation()  # e.g. netns+...: what keeps the code off the network
+        verdicts.update(_verify_code(cfg, rows, idx))
+    if idx := by_kind.get("judge"):
+        verdicts.update(_verify_judge(cfg, rows, idx))
+    tally.time("verify", time.monotonic() - t0)
+    tally.slowest_verify = max([tally.slowest_verify, *(v.seconds for v in verdicts.values())])
+    return [verdicts[i] for i in range(len(rows))]
+
+
+def _verify_code(cfg: FilterConfig, rows: list[dict], idx: list[int]) -> dict[int, Verdict]:
     def one(i: int) -> Verdict:
-        v = verify_code(
+        return verify_code(
             rows[i]["completion"],
             rows[i]["tests"],
             rows[i].get("finish_reason"),
@@ -448,8 +551,6 @@ def _verify_code(cfg: FilterConfig, rows: list[dict], idx: list[int], progress) 
             wall_seconds=cfg.code_timeout * 2,
             memory_mb=cfg.code_memory_mb,
         )
-        progress(1)
-        return v
 
     # each check is its own sandboxed process: threads only wait on them
     with ThreadPoolExecutor(max_workers=cfg.workers or os.cpu_count() or 1) as pool:
@@ -459,65 +560,236 @@ def _verify_code(cfg: FilterConfig, rows: list[dict], idx: list[int], progress) 
 def _verify_judge(cfg: FilterConfig, rows: list[dict], idx: list[int]) -> dict[int, Verdict]:
     if not cfg.judge_url:
         return {i: Verdict(False, "unverifiable", "", 0.0) for i in idx}
-
     items = [(rows[i]["problem"], str(rows[i]["answer"]), final_part(rows[i]["completion"]) or "") for i in idx]
     return dict(zip(idx, judge_many(items, cfg.judge_url, cfg.judge_model), strict=True))
 
 
-def _selection_stage(cfg: FilterConfig, rows: list[dict], st: _Stages) -> None:
-    if cfg.min_pass_rate <= 0.0 and cfg.max_pass_rate >= 1.0 and not cfg.max_per_prompt:
-        return
-
-    with st.stage(
-        "selection", min_pass_rate=cfg.min_pass_rate, max_pass_rate=cfg.max_pass_rate, max_per_prompt=cfg.max_per_prompt
-    ):
-        # pass rates over every sample of a prompt that reached verification
-        verified = [i for i in range(len(rows)) if "verify_reason" in rows[i]]
-        view = [{**rows[i], "_i": i, "correct": bool(rows[i].get("correct"))} for i in verified]
-        if cfg.min_pass_rate > 0.0 or cfg.max_pass_rate < 1.0:
-            _, dropped, rates = pass_rate_filter(view, cfg.min_pass_rate, cfg.max_pass_rate)
-            for r in dropped:
-                st.reject(r["_i"], "pass_rate_out_of_range", f"prompt pass rate {rates[str(r['id'])]:.2f}")
-        if cfg.max_per_prompt:
-            alive = set(st.alive())
-            candidates = [r for r in view if r["_i"] in alive]
-            _, dropped = select_per_prompt(candidates, cfg.max_per_prompt, cfg.selection, seed=cfg.seed)
-            for r in dropped:
-                st.reject(r["_i"], "over_max_per_prompt", f"kept the {cfg.selection} {cfg.max_per_prompt}")
+def _shard_report(tally: Tally, cfg: FilterConfig, benchmarks: list, shard, seconds: float) -> dict:
+    stages = {}
+    for name in (*ROW_STAGES, "verify", "selection"):
+        if name in tally.stages:
+            s = tally.stages[name]
+            stages[name] = {"seconds": round(s["seconds"], 3), "rejected": s["rejected"], "reasons": dict(s["reasons"])}
+    if "safety" in stages:
+        stages["safety"].update(flagged=tally.flagged, reviewed=tally.reviewed)
+    if benchmarks or cfg.decontam_skip:
+        stages.setdefault("decontamination", {"seconds": 0.0, "rejected": 0, "reasons": {}})
+        stages["decontamination"].update(
+            ngram=cfg.decontam_ngram,
+            benchmarks={name: len(problems) for name, problems in benchmarks},
+            skipped={n: "--decontam-skip" for n in cfg.decontam_skip},
+            matches=_unique_by_id(tally.matches),
+        )
+    if "verify" in stages:
+        stages["verify"]["verifiers"] = dict(sorted(tally.verifiers.items()))
+        if tally.sandbox:
+            stages["verify"]["sandbox"] = tally.sandbox
+    return {
+        "rows": tally.rows,
+        "shard": list(shard) if shard else None,
+        "stages": stages,
+        "slowest_verify_seconds": round(tally.slowest_verify, 3),
+        "seconds": round(seconds, 2),
+    }
 
 
 # --------------------------------------------------------------------------------------------------
-# Report
+# Merge: dedup across prompts, then the final outputs
 
 
-def make_report(rows: list[dict], kept: list[dict], rejected: list[dict], seconds: float) -> dict:
+def merge(cfg: FilterConfig, shards: list[Path], out: Path, source: str) -> dict:
+    """Dedup over every shard's prompts in input order (the same algorithm one run applies), then kept and
+    rejected rows with their final reasons, report.json and report.md in `out`."""
+    start = time.monotonic()
+    reports = []
+    for d in shards:
+        if not (d / PROMPTS).is_file() or not (d / "report.json").is_file():
+            raise DistillError(f"{d} is not a `distill filter --shard` output (no {PROMPTS} or report.json)")
+        reports.append(json.loads((d / "report.json").read_text()))
+    dup_of: dict[str, tuple[str, float]] = {}
+    t0 = time.monotonic()
+    if cfg.dedup != "none":
+        reps = sorted((p for d in shards for p in read_jsonl(d / PROMPTS)), key=lambda p: p["row"])
+        dups = {k: (v, 1.0) for k, v in dedup.exact_duplicates(reps).items()}
+        if cfg.dedup == "near":
+            for k, v in dedup.near_duplicates(reps, threshold=cfg.dedup_threshold).items():
+                dups.setdefault(k, v)
+        dup_of = {str(reps[k]["id"]): (str(reps[v]["id"]), sim) for k, (v, sim) in dups.items()}
+    dedup_seconds = time.monotonic() - t0
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {"dedup": Counter()}
+    taken: dict[str, Counter] = {"verify": Counter(), "selection": Counter()}  # rejections dedup takes over
     by_level: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     by_domain: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    prompts_solved: dict[str, bool] = {}
-    for r in rows:
-        ok = r.get("reject_reason") is None
-        lvl = r.get("level", 0) if isinstance(r.get("level"), int) else 0
-        by_level[lvl][0] += ok
-        by_level[lvl][1] += 1
-        dom = str(r.get("domain") or "math")
-        by_domain[dom][0] += ok
-        by_domain[dom][1] += 1
-        pid = str(r.get("id"))
-        prompts_solved[pid] = prompts_solved.get(pid, False) or ok
-    return {
-        "total": len(rows),
-        "kept": len(kept),
-        "rejected": len(rejected),
-        "pass_rate": len(kept) / len(rows) if rows else 0.0,
-        "prompts": len(prompts_solved),
-        "prompts_with_a_kept_sample": sum(prompts_solved.values()),
-        "reject_reasons": dict(Counter(r["reject_reason"] for r in rejected).most_common()),
+    solved: dict[str, bool] = {}
+    reasons: Counter = Counter()
+    kept_n = rejected_n = 0
+    with (
+        open(out / (KEPT + ".tmp"), "w", encoding="utf-8") as kept,
+        open(out / (REJECTED + ".tmp"), "w", encoding="utf-8") as rejected,
+    ):
+        for d in shards:
+            for name in (KEPT, REJECTED):
+                for row in read_jsonl(d / name):
+                    row.pop("_row", None)
+                    hit = dup_of.get(str(row.get("id")))
+                    # dedup comes before verify and selection: their verdicts give way to it
+                    if hit and (name == KEPT or "verify_reason" in row):
+                        if name == REJECTED:  # verify or selection had rejected it: dedup does, earlier
+                            stage = "verify" if row["reject_reason"] == row.get("verify_reason") else "selection"
+                            taken[stage][row["reject_reason"]] += 1
+                        for key in (*VERIFY_FIELDS, "reject_reason", "reject_detail"):
+                            row.pop(key, None)
+                        row.update(
+                            correct=False,
+                            reject_reason="duplicate_prompt" if hit[1] >= 1.0 else "near_duplicate_prompt",
+                        )
+                        row["reject_detail"] = f"of {hit[0]} (similarity {hit[1]:.2f})"
+                        counts["dedup"][row["reject_reason"]] += 1
+                    ok = "reject_reason" not in row
+                    (kept if ok else rejected).write(json.dumps(row, ensure_ascii=False) + "\n")
+                    kept_n += ok
+                    rejected_n += not ok
+                    if not ok:
+                        reasons[row["reject_reason"]] += 1
+                    lvl = row.get("level", 0) if isinstance(row.get("level"), int) else 0
+                    dom = str(row.get("domain") or "math")
+                    for table, key in ((by_level, lvl), (by_domain, dom)):
+                        table[key][0] += ok
+                        table[key][1] += 1
+                    pid = str(row.get("id"))
+                    solved[pid] = solved.get(pid, False) or ok
+    for name in (KEPT, REJECTED):
+        (out / (name + ".tmp")).replace(out / name)
+    stages = _merge_stages(reports, counts["dedup"], dedup_seconds, cfg, taken)
+    total = kept_n + rejected_n
+    report = {
+        "total": total,
+        "kept": kept_n,
+        "rejected": rejected_n,
+        "pass_rate": kept_n / total if total else 0.0,
+        "prompts": len(solved),
+        "prompts_with_a_kept_sample": sum(solved.values()),
+        "reject_reasons": dict(reasons.most_common()),
         "by_domain": {k: {"kept": v[0], "total": v[1], "pass_rate": v[0] / v[1]} for k, v in sorted(by_domain.items())},
         "pass_rate_by_level": {
             str(k): {"kept": v[0], "total": v[1], "pass_rate": v[0] / v[1]} for k, v in sorted(by_level.items())
         },
-        "seconds": round(seconds, 2),
+        "seconds": round(time.monotonic() - start + sum(r["seconds"] for r in reports), 2),
+        "input": source,
+        "shards": len(shards),
+        "stages": stages,
+        "slowest_verify_seconds": max((r["slowest_verify_seconds"] for r in reports), default=0.0),
     }
+    write_json(out / "report.json", report)
+    (out / "report.md").write_text(report_markdown(report), encoding="utf-8")
+    return report
+
+
+def _merge_stages(
+    reports: list[dict], dedup_counts: Counter, dedup_seconds: float, cfg: FilterConfig, taken: dict[str, Counter]
+) -> dict:
+    """The shards' stage tables added up, with dedup (done here) in its place and verify/selection counts
+    less the rows dedup took from them."""
+    order = (*ROW_STAGES, "dedup", "verify", "selection")
+    merged: dict[str, dict] = {}
+    for r in reports:
+        for name, s in r["stages"].items():
+            m = merged.setdefault(name, {"seconds": 0.0, "rejected": 0, "reasons": Counter()})
+            m["seconds"] += s["seconds"]
+            m["rejected"] += s["rejected"]
+            m["reasons"].update(s["reasons"])
+            for key, value in s.items():
+                if key in ("flagged", "reviewed"):
+                    m[key] = m.get(key, 0) + value
+                elif key == "verifiers":
+                    m.setdefault(key, Counter()).update(value)
+                elif key == "matches":
+                    m[key] = _unique_by_id([*m.get(key, []), *value])[:200]
+                elif key not in ("seconds", "rejected", "reasons"):
+                    m[key] = value
+    for name, lost in taken.items():
+        if name in merged and lost:
+            merged[name]["reasons"] = Counter(merged[name]["reasons"]) - lost
+            merged[name]["rejected"] -= sum(lost.values())
+    if cfg.dedup != "none":
+        merged["dedup"] = {
+            "seconds": round(dedup_seconds, 3), "rejected": sum(dedup_counts.values()), "reasons": dedup_counts,
+            "method": cfg.dedup, "threshold": cfg.dedup_threshold,
+        }  # fmt: skip
+    out = {}
+    for name in order:
+        if name in merged:
+            m = merged[name]
+            out[name] = {**m, "seconds": round(m["seconds"], 3), "reasons": dict(Counter(m["reasons"]).most_common())}
+            if "verifiers" in m:
+                out[name]["verifiers"] = dict(sorted(m["verifiers"].items()))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The command
+
+
+def run(cfg: FilterConfig, inputs: str | Path | list[str]) -> dict:
+    """`distill filter INPUT` (one traces file or generate folder), `--shard i/N` (one shard of it), or
+    `--merge true SHARD_DIR...` (the shards' outputs into the final ones). Returns the report."""
+    _check_options(cfg)
+    paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    out = Path(cfg.output)
+    if cfg.merge:
+        shards = [Path(p) for p in paths]
+        for d in shards:
+            if not d.is_dir():
+                raise DistillError(f"--merge takes the output folders of `distill filter --shard`; {d} is not a folder")
+        if any(d.resolve() == out.resolve() for d in shards):
+            raise DistillError(f"--output {out} is one of the shards being merged; choose another folder")
+        report = merge(cfg, shards, out, ", ".join(str(d) for d in shards))
+        return _finish(cfg, out, report, {"input": [str(d) for d in shards]})
+    if len(paths) != 1:
+        raise DistillError(
+            "distill filter takes one input (a traces file or a generate folder); several only with --merge true"
+        )
+    src = input_file(paths[0])
+    if next(read_jsonl(src, allow_torn_tail=True), None) is None:
+        raise DistillError(f"{src}: no rows to filter")
+    if out.resolve() == src.parent.resolve() and src.name in (KEPT, REJECTED):
+        raise DistillError(f"--output {out} would overwrite the input {src}; choose another folder")
+    shard = parse_shard(cfg.shard)
+    benchmarks = decontamination_sources(cfg)  # before any stage: an unloadable benchmark stops the run here
+    if shard is not None:
+        report = {**filter_shard(cfg, src, out, benchmarks, shard), "input": str(src)}
+        write_json(out / "report.json", report)
+        config_mod.save(cfg, out, extra={"input": str(src)})
+        print(
+            f"[distill] filter: shard {shard[0]}/{shard[1]}: {report['rows']} rows -> {out}; merge the shards with "
+            f"`distill filter --merge true <shard folders> --output <folder>`",
+            flush=True,
+        )
+        return report
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-work-") as tmp:
+        write_json(Path(tmp) / "report.json", filter_shard(cfg, src, Path(tmp), benchmarks, None))
+        report = merge(cfg, [Path(tmp)], out, str(src))
+    return _finish(cfg, out, report, {"input": str(src)})
+
+
+def _finish(cfg: FilterConfig, out: Path, report: dict, record: dict) -> dict:
+    config_mod.save(cfg, out, extra=record)
+    print(report_table(report), flush=True)
+    print(
+        f"[distill] filter: kept {report['kept']}/{report['total']} ({report['pass_rate']:.1%}) -> {out}/{KEPT}; "
+        f"slowest verification {report['slowest_verify_seconds']:.2f} s; report: {out}/report.md",
+        flush=True,
+    )
+    if cfg.push_to_hub:
+        url = push_dataset(out, cfg.push_to_hub)
+        print(f"[distill] pushed {out} to {url}", flush=True)
+    return report
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
 
 
 def _md_table(headers: list[str], body: list[list]) -> str:

@@ -89,7 +89,9 @@ def test_each_stage_rejects_what_it_should(tmp_path, traces):
     assert report["kept"] + report["rejected"] == report["total"] == len(ROWS)
     assert sum(s["rejected"] for s in report["stages"].values()) == report["rejected"]
     assert report["by_domain"]["stem"] == {"kept": 1, "total": 2, "pass_rate": 0.5}
-    assert report["stages"]["verify"]["verifiers"] == {"judge": 1, "math": 3, "multiple_choice": 2}
+    # dedup is decided across prompts after the per-row stages and verification (so shards can be merged):
+    # the duplicate row is verified too, and dedup's reason takes precedence
+    assert report["stages"]["verify"]["verifiers"] == {"judge": 1, "math": 4, "multiple_choice": 2}
     md = (tmp_path / "out" / "report.md").read_text()
     assert "## Stages" in md and "| verify |" in md and "## By difficulty level" in md
     assert "verify" in report_table(report)
