@@ -36,6 +36,8 @@ import unicodedata
 from collections import defaultdict
 from functools import lru_cache
 
+import numpy as np
+
 from distill.common.errors import DistillError
 from distill.verification.answers import final_part
 
@@ -235,6 +237,8 @@ def language_problem(prompt: str, text: str, answer: str, max_foreign_share: flo
     """'' when text (reasoning and answer) and answer are in the prompt's script(s); else "mismatch"
     (the main script is another one) or "mixed" (more than max_foreign_share of the letters are in
     other scripts). A prompt with too few letters (pure math) takes the text's own dominant script."""
+    if prompt.isascii() and text.isascii() and answer.isascii():
+        return ""  # ASCII letters are all Latin: one script, nothing to mismatch or mix (the common case, fast)
     if sum(script_counts(prompt).values()) >= MIN_LETTERS:
         reference = script_shares(prompt)
     else:
@@ -287,25 +291,24 @@ def repetition_score(text: str, n: int = REPETITION_NGRAM, windows: tuple[int, .
 
 
 def _most_repeated_share(grams: list[int], w: int) -> float:
-    """Largest share of repeated items in any w consecutive items of grams (a sliding distinct count)."""
-    counts: dict[int, int] = {}
-    for g in grams[:w]:
-        counts[g] = counts.get(g, 0) + 1
-    distinct = fewest = len(counts)
-    for i in range(w, len(grams)):
-        new, old = grams[i], grams[i - w]
-        if new == old:
-            continue
-        c = counts.get(new, 0)
-        counts[new] = c + 1
-        distinct += c == 0
-        c = counts[old] - 1
-        if c:
-            counts[old] = c
-        else:
-            del counts[old]
-            distinct -= 1
-        fewest = min(fewest, distinct)
+    """Largest share of repeated items in any w consecutive items of grams (a sliding distinct count).
+
+    Vectorised: an item at j is the first of its value in the window starting at s exactly when its previous
+    occurrence lies before s, so it counts towards the windows s in (prev[j], j] within [j - w + 1, j];
+    those ranges are added up with one cumulative sum."""
+    g = np.asarray(grams, dtype=np.int64)
+    n = len(g)
+    order = np.argsort(g, kind="stable")
+    same = g[order][1:] == g[order][:-1]
+    prev = np.full(n, -1, dtype=np.int64)
+    prev[order[1:][same]] = order[:-1][same]
+    j = np.arange(n)
+    starts = n - w + 1  # windows s = 0 .. n - w
+    lo = np.maximum(prev + 1, j - w + 1)
+    hi = np.minimum(j, starts - 1)
+    ok = lo <= hi
+    diff = np.bincount(lo[ok], minlength=starts + 1) - np.bincount(hi[ok] + 1, minlength=starts + 1)
+    fewest = int(np.cumsum(diff)[:starts].min())
     return 1.0 - fewest / w
 
 

@@ -11,6 +11,7 @@ from distill.verification.quality import (
     assistant_text,
     check_format,
     dominant_script,
+    language_problem,
     repetition_score,
     script_shares,
 )
@@ -286,3 +287,47 @@ def test_mixed_share_threshold_is_a_parameter():
     half = len(REASONING.splitlines()) // 2
     switched = "\n".join(REASONING.splitlines()[:half]) + "\n" + CHINESE_REASONING
     assert check_format(row(r1(reasoning=switched)), max_foreign_share=0.9) == ""
+
+
+def _sliding_distinct_reference(grams, w):
+    """The plain sliding-window count (the implementation before the vectorised one), as a reference."""
+    counts = {}
+    for g in grams[:w]:
+        counts[g] = counts.get(g, 0) + 1
+    distinct = fewest = len(counts)
+    for i in range(w, len(grams)):
+        new, old = grams[i], grams[i - w]
+        if new == old:
+            continue
+        c = counts.get(new, 0)
+        counts[new] = c + 1
+        distinct += c == 0
+        c = counts[old] - 1
+        if c:
+            counts[old] = c
+        else:
+            del counts[old]
+            distinct -= 1
+        fewest = min(fewest, distinct)
+    return 1.0 - fewest / w
+
+
+def test_the_vectorised_repetition_window_equals_the_plain_sliding_count():
+    import random
+
+    from distill.verification import quality as q
+
+    rng = random.Random(0)
+    for _ in range(2000):
+        n, k = rng.randint(2, 300), rng.randint(1, 30)
+        grams = [rng.randint(0, k) for _ in range(n)]
+        w = rng.randint(1, n)
+        assert q._most_repeated_share(grams, w) == pytest.approx(_sliding_distinct_reference(grams, w), abs=1e-12)
+
+
+def test_ascii_texts_have_no_language_problem_and_non_ascii_ones_are_still_checked():
+    assert language_problem("What is 2 + 2? Answer with words.", "Two plus two is four.", "four") == ""
+    assert (
+        language_problem("What is 2 + 2? Answer with words.", "二加二等于四，答案是四。我们再检查一遍。", "四")
+        == "mismatch"
+    )
