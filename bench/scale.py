@@ -98,25 +98,32 @@ def bench_filter(data: Path, rows: int, tmp: Path) -> dict:
 
 
 def bench_resume(data: Path, rows: int) -> dict:
-    code = (
+    code = (  # the request a resume of this file makes: its prompts (4 samples each), as generate lays them out
         "import sys, time; from pathlib import Path; from distill.generation import generate as g\n"
-        "t = time.monotonic(); state = g.resume_state(Path(sys.argv[1]))\n"
-        "print(len(state), round(time.monotonic() - t, 2))"
+        "n = int(sys.argv[2]); position = {f'p{k:07d}': k for k in range((n + 3) // 4)}\n"
+        "t = time.monotonic(); w = g.scan_written(Path(sys.argv[1]), position, 4)\n"
+        "print(w.written, round(time.monotonic() - t, 2))"
     )
-    seconds, peak, out = measure([sys.executable, "-c", code, str(data)])
+    seconds, peak, out = measure([sys.executable, "-c", code, str(data), str(rows)])
     n, scan = out.split()
     return {"rows": rows, "found": int(n), "scan_seconds": float(scan), "rows_per_s": round(rows / float(scan), 1),
             "peak_mib": peak >> 20}  # fmt: skip
 
 
 def bench_train_data(data: Path, rows: int, tmp: Path) -> dict:
-    code = (
-        "import sys, time; from distill.common.config import build; from distill.training.config import TrainConfig\n"
-        "from distill.training.train import sft_fields; from distill.training import base\n"
-        "cfg = build(TrainConfig, {'data': sys.argv[1], 'output': sys.argv[2]}, extra=sft_fields())\n"
-        "t = time.monotonic(); ds = base.load_training_rows(cfg); print(len(ds), round(time.monotonic() - t, 2))"
+    code = (  # the kept traces as train reads them: Arrow, checked, token lengths, the length policy
+        "import sys, time; from transformers import AutoTokenizer\n"
+        "from distill.common.config import build; from distill.common.models import resolve_model\n"
+        "from distill.training.config import TrainConfig; from distill.training.train import sft_fields\n"
+        "from distill.training import base\n"
+        "cfg = build(TrainConfig, {'data': sys.argv[1], 'output': sys.argv[2], 'dataset_cache': sys.argv[3]},"
+        " extra=sft_fields())\n"
+        "tok = AutoTokenizer.from_pretrained(resolve_model(cfg.model)); base.configure_tokenizer(tok, cfg, cfg.model)\n"
+        "t = time.monotonic(); data = base.sft_dataset(cfg, tok, 32768, 0)\n"
+        "print(len(data.dataset), round(time.monotonic() - t, 2))"
     )
-    seconds, peak, out = measure([sys.executable, "-c", code, str(data), str(tmp / "student")])
+    args = [str(data), str(tmp / "student"), str(tmp / "datasets")]
+    seconds, peak, out = measure([sys.executable, "-c", code, *args])
     n, prep = out.split()[-2:]
     return {
         "rows": rows,

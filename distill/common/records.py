@@ -93,17 +93,29 @@ def read_jsonl(path: str | Path, *, allow_torn_tail: bool = False) -> Iterator[d
             yield row
 
 
-def truncate_torn_tail(path: Path) -> None:
-    """Cut a partial last line (left by a killed writer) so appends start on a fresh line."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
+def truncate_torn_tail(path: Path, block: int = 1 << 20) -> int:
+    """Cut a partial last line (left by a killed writer) so appends start on a fresh line; returns the bytes
+    cut. Reads back from the end of the file a block at a time: a torn tail costs a block, not the file."""
+    if not path.exists():
+        return 0
     with open(path, "rb+") as f:
-        f.seek(-1, os.SEEK_END)
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        f.seek(size - 1)
         if f.read(1) == b"\n":
-            return
-        f.seek(0)
-        cut = f.read().rfind(b"\n") + 1
+            return 0
+        cut, end = 0, size
+        while end > 0:
+            start = max(0, end - block)
+            f.seek(start)
+            newline = f.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                cut = start + newline + 1
+                break
+            end = start
         f.truncate(cut)
+    return size - cut
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:

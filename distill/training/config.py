@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import os
+import re
 from dataclasses import dataclass
 
 from distill.common.config import DEFAULT_PROMPT_TEMPLATE, group, option
@@ -30,6 +33,89 @@ METHODS = ("sft", "logit-kd", "onpolicy")
 TRUNCATION = ("drop", "keep", "error")  # what happens to a row longer than max_length
 LAUNCHERS = ("ddp", "zero2", "zero3", "fsdp")  # recipes/accelerate/<launcher>.yaml
 DEFAULT_LORA_RANK = 16  # distill plan: the rank assumed for --qlora without --lora
+
+
+# --------------------------------------------------------------------------------------------------
+# --data: one kept-traces source, or a mixture of several
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One entry of --data: PATH (all its rows), PATH:COUNT (that many rows, drawn at random with the seed)
+    or PATH:WEIGHT (its share of a mixture; a number with a decimal point or an exponent)."""
+
+    spec: str  # the entry as given
+    path: str
+    count: int = 0  # rows to take; 0: by weight, or all
+    weight: float = 0.0  # share of the mixture (normalized over the sources); 0: a count, or all
+
+
+_COUNT = re.compile(r"\d+")
+
+
+def parse_source(entry: str) -> DataSource:
+    """One --data entry (module doc of DataSource); a DistillError naming the entry when its count or weight is bad.
+    A path may hold ':' itself: only a numeric tail after the last ':' is read as a count or weight."""
+    entry = str(entry).strip()
+    path, sep, tail = entry.rpartition(":")
+    if not entry or (sep and not path.strip()):
+        raise DistillError(f"--data {entry!r}: no path (give PATH, PATH:COUNT or PATH:WEIGHT)")
+    if not sep or not tail.strip():
+        if sep:
+            raise DistillError(
+                f"--data {entry}: nothing after ':' (give PATH:COUNT, e.g. {path}:600000, or PATH:WEIGHT, e.g. {path}:0.7)"
+            )
+        return DataSource(entry, entry)
+    tail = tail.strip()
+    if _COUNT.fullmatch(tail):
+        if int(tail) == 0:
+            raise DistillError(f"--data {entry}: a count of 0 rows (give at least 1, or leave the source out)")
+        return DataSource(entry, path, count=int(tail))
+    try:
+        weight = float(tail)
+    except ValueError:
+        return DataSource(entry, entry)  # not a number: ':' is part of the path
+    if not math.isfinite(weight) or weight <= 0:
+        raise DistillError(f"--data {entry}: a weight must be a number above 0 (e.g. {path}:0.7), got {tail}")
+    return DataSource(entry, path, weight=weight)
+
+
+def data_sources(data: str | list[str]) -> list[DataSource]:
+    """--data as sources, checked as a whole: every source a count or every one a weight (a source without
+    either takes all its rows, which only counts go with), no path twice. One-line errors naming the entry."""
+    entries = [data] if isinstance(data, str) else list(data)
+    if not entries:
+        raise DistillError("--data: no source given (give the kept traces: a kept.jsonl or a folder holding one)")
+    sources = [parse_source(e) for e in entries]
+    seen: dict[str, str] = {}
+    for s in sources:
+        key = os.path.normpath(s.path)
+        if key in seen:
+            raise DistillError(f"--data {s.spec}: {s.path} is already a source ({seen[key]}); give each file once")
+        seen[key] = s.spec
+    weighted = [s for s in sources if s.weight]
+    if weighted and len(sources) == 1:
+        raise DistillError(
+            f"--data {sources[0].spec}: a weight shares rows among several sources; give more sources "
+            f"(e.g. {sources[0].path}:0.7 other:0.3), a count ({sources[0].path}:600000), or the path alone for all rows"
+        )
+    if weighted:
+        other = next((s for s in sources if not s.weight), None)
+        if other is not None:
+            kind = "a count" if other.count else "no weight"
+            raise DistillError(
+                f"--data {other.spec}: {kind} among weighted sources ({weighted[0].spec}); give every source a weight "
+                "(shares of the mixture) or every one a count of rows"
+            )
+    if len(sources) > 1 and any(s.path == "builtin" for s in sources):
+        raise DistillError("--data builtin: the built-in prompts (--method onpolicy) do not mix with other sources")
+    return sources
+
+
+def is_mixture(data: str | list[str]) -> bool:
+    """True when --data is more than one whole source: several sources, or a count."""
+    sources = data_sources(data)
+    return len(sources) > 1 or bool(sources[0].count or sources[0].weight)
 
 
 @dataclass
@@ -148,8 +234,17 @@ class TrainConfig:
 
     size: str = option("tiny", "student size: tiny|1.5b|7b|8b|14b|32b|70b (picks recipes/<method>/*-<size>.yaml)")
     model: str = option("embedded:student", "student model spec")
-    data: str = option(
-        "runs/filtered/kept.jsonl", "kept traces (JSONL with a messages column) or a folder holding kept.jsonl"
+    # A list for the command line's `--data A B`; one whole source is kept as a plain string (see __post_init__).
+    data: list[str] = option(
+        "runs/filtered/kept.jsonl",
+        "kept traces (JSONL with a messages column) or a folder holding kept.jsonl; several make a mixture (sft): "
+        "PATH:WEIGHT each (shares, e.g. runs/math:0.7 runs/general:0.3) or PATH:COUNT each (rows, e.g. "
+        "runs/math:600000 runs/general:200000; PATH alone: all its rows), drawn and shuffled with the seed",
+    )
+    dataset_cache: str = option(
+        "",
+        "sft: folder for the Arrow copy of --data and its token lengths and tokenized forms, reused by a resume or "
+        "a later run on the same files ('' = $DISTILL_HOME/datasets; on several nodes, a shared folder is read once)",
     )
     output: str = option("runs/student", "folder the trained model, tokenizer and config are saved to")
     requires_gpu: bool = option(False, "stop with a clear message when no CUDA GPU is present")
@@ -214,6 +309,19 @@ class TrainConfig:
         self.method = self.method.strip().lower()
         if self.method not in METHODS:
             raise DistillError(f"train: key 'method' must be sft, logit-kd or onpolicy, got {self.method!r}")
+        # One whole source stays a plain string (what logit-kd, onpolicy, --rehearse and the launcher read, and how
+        # a saved config spells it); a mixture is the list of its entries, which only SFT trains on so far.
+        entries = [self.data] if isinstance(self.data, str) else [str(e).strip() for e in self.data]
+        mixture = is_mixture(entries)
+        self.data = entries if mixture else data_sources(entries)[0].path
+        if mixture:
+            spec = " ".join(entries)
+            if self.method != "sft":
+                raise DistillError(
+                    f"--data {spec}: a mixture trains with --method sft; {self.method} takes one source (one path)"
+                )
+            if self.rehearse:
+                raise DistillError(f"--data {spec}: --rehearse takes one source; rehearse on the largest one")
         if self.max_examples < 0:
             raise DistillError(f"train: key 'max_examples' must be 0 or more, got {self.max_examples}")
         self.truncation = self.truncation.strip().lower()

@@ -23,7 +23,7 @@ from distill.common.records import KEPT
 from distill.common.resources import ACCELERATE_CONFIGS
 from distill.common.server import cuda_device_count
 from distill.training.base import resume_checkpoint
-from distill.training.config import LaunchOptions, TrainConfig
+from distill.training.config import LaunchOptions, TrainConfig, data_sources
 
 # TrainConfig fields that say how to start the processes, not what to train: the launched command drops them
 # (and a rehearsal's, which prints the command the GPU run would launch).
@@ -133,7 +133,8 @@ def preflight(cfg: TrainConfig) -> None:
     problem is then one message, not one traceback per process after minutes of start-up."""
     if cfg.push_to_hub:
         check_repo_id(cfg.push_to_hub)
-    data = Path(cfg.data)
-    if not (data / KEPT if data.is_dir() else data).is_file():
-        raise DistillError(f"{data} does not exist: pass the kept.jsonl of `distill filter` (or its folder)")
+    for source in data_sources(cfg.data):
+        data = Path(source.path)
+        if not (data / KEPT if data.is_dir() else data).is_file():
+            raise DistillError(f"{data} does not exist: pass the kept.jsonl of `distill filter` (or its folder)")
     resume_checkpoint(cfg)

@@ -2,7 +2,8 @@
 
 The card (README.md) is built only from the records the folder and its training data hold, so it describes
 the run that made the weights: the base model, the training data (the kept.jsonl file, with the teacher and
-pass rate from `distill filter`'s report.json when it is still next to it), the recipe and the resolved
+pass rate from `distill filter`'s report.json when it is still next to it; for a --data mixture, each source
+with its weight or count and the rows train_metrics.json says were taken from it), the recipe and the resolved
 hyperparameters, the training loss, evaluation results (a `distill eval` results.json of this model found
 next to the folder, or given with --eval-results), and how to serve the student with vLLM and evaluate it.
 
@@ -25,7 +26,7 @@ from distill.common.errors import DistillError
 from distill.common.hub import check_repo_id, markdown_table, portable_path, read_json_object, upload
 from distill.common.models import EMBEDDED
 from distill.common.resources import recipe_for
-from distill.training.config import SFT_DEFAULTS
+from distill.training.config import SFT_DEFAULTS, data_sources
 
 CARD = "README.md"
 METRICS = "train_metrics.json"
@@ -117,6 +118,53 @@ def data_summary(data: str) -> dict:
         if isinstance(row, dict) and row.get("teacher"):
             info["teacher"] = row["teacher"]  # the served name is more telling than an embedded: spec
     return info
+
+
+def _data_section(data: dict, rows: Any) -> list[str]:
+    """The training-data table of one --data source."""
+    data_rows: list[list[Any]] = [["file", f"`{data['file']}`"]]
+    if rows is not None:
+        data_rows.append(["rows trained on", rows])
+    data_rows.append(["teacher", f"`{data['teacher']}`" if data.get("teacher") else "not recorded"])
+    if "kept" in data and "total" in data:
+        rate = data.get("pass_rate")
+        rate_text = f" ({rate:.1%} pass rate)" if isinstance(rate, (int, float)) else ""
+        data_rows.append(["verified by `distill filter`", f"{data['kept']} of {data['total']} traces kept{rate_text}"])
+    if data.get("traces"):
+        data_rows.append(["traces", f"`{data['traces']}`"])
+    if data.get("sampling"):
+        data_rows.append(["teacher sampling", ", ".join(f"{k} {v}" for k, v in data["sampling"].items())])
+    return [markdown_table(["", ""], data_rows), ""]
+
+
+def _mixture(data: Any) -> list[tuple[Any, dict]]:
+    """(source, data_summary) of each --data entry when the config trained on a mixture, else []."""
+    if not isinstance(data, list):
+        return []
+    try:
+        sources = data_sources([str(d) for d in data])
+    except DistillError:
+        return []
+    return [(s, data_summary(s.path)) for s in sources]
+
+
+def _mixture_section(mixture: list[tuple[Any, dict]], record: dict, rows: Any) -> list[str]:
+    """The training-data table of a --data mixture: each source, what was asked of it, the rows it gave."""
+    taken = {r.get("data"): r for r in record.get("sources") or []}
+    seed = f", drawn and shuffled with seed {record['seed']}" if "seed" in record else ""
+    total = f"{rows} rows" if rows is not None else "rows"
+    lines = [f"A mixture of {len(mixture)} sources ({total}{seed}):\n"]
+    table = []
+    for src, data in mixture:
+        rec = taken.get(src.spec, {})
+        asked = f"weight {src.weight:g}" if src.weight else f"{src.count} rows" if src.count else "all rows"
+        kept = f"{data['kept']} of {data['total']}" if "kept" in data and "total" in data else "not recorded"
+        share = f"{rec['share']:.1%}" if isinstance(rec.get("share"), (int, float)) else "?"
+        table.append(
+            [f"`{data['file']}`", asked, rec.get("rows_taken", "?"), share, f"`{data.get('teacher') or '?'}`", kept]
+        )
+    header = ["source", "asked", "rows trained on", "share", "teacher", "kept by `distill filter`"]
+    return [*lines, markdown_table(header, table), ""]
 
 
 def _same_model(model: str, folder: Path, names: tuple[str, ...]) -> bool:
@@ -217,10 +265,16 @@ def model_card(folder: str | Path, repo_id: str, eval_results: str = "") -> str:
     base = base_model_id(str(cfg.get("model") or "unknown"))
     adapter = _is_adapter(folder)
     name = repo_id.split("/")[-1]
-    data = data_summary(str(cfg.get("data") or ""))
+    mixture = _mixture(cfg.get("data"))
+    data = {} if mixture else data_summary(str(cfg.get("data") or ""))
     evals = find_eval_results(folder, eval_results, repo_id)
     hyper = _hyperparameters(cfg)
-    teacher = data.get("teacher") or "a teacher model"
+    teachers = sorted({str(d["teacher"]) for _, d in mixture if d.get("teacher")}) if mixture else [data.get("teacher")]
+    of = (
+        "several teachers"
+        if len(teachers) > 1
+        else f"`{teachers[0] if teachers and teachers[0] else 'a teacher model'}`"
+    )
     rows = metrics.get("train_rows")
 
     method = str(cfg.get("method") or "sft")
@@ -236,25 +290,13 @@ def model_card(folder: str | Path, repo_id: str, eval_results: str = "") -> str:
     what = "A LoRA adapter for" if adapter else "A student model fine-tuned from"
     out.append(
         f"{what} [`{base}`](https://huggingface.co/{base}) {HOW.get(method, HOW['sft'])} "
-        f"{rows if rows is not None else 'the'} reasoning traces of `{teacher}` that `distill filter` verified as "
+        f"{rows if rows is not None else 'the'} reasoning traces of {of} that `distill filter` verified as "
         f"correct, made with distill {__version__}. The loss covers only the assistant's "
         "answer, which ends with the EOS token, so the student learns to stop.\n"
     )
 
     out.append("## Training data\n")
-    data_rows: list[list[Any]] = [["file", f"`{data['file']}`"]]
-    if rows is not None:
-        data_rows.append(["rows trained on", rows])
-    data_rows.append(["teacher", f"`{teacher}`" if data.get("teacher") else "not recorded"])
-    if "kept" in data and "total" in data:
-        rate = data.get("pass_rate")
-        rate_text = f" ({rate:.1%} pass rate)" if isinstance(rate, (int, float)) else ""
-        data_rows.append(["verified by `distill filter`", f"{data['kept']} of {data['total']} traces kept{rate_text}"])
-    if data.get("traces"):
-        data_rows.append(["traces", f"`{data['traces']}`"])
-    if data.get("sampling"):
-        data_rows.append(["teacher sampling", ", ".join(f"{k} {v}" for k, v in data["sampling"].items())])
-    out += [markdown_table(["", ""], data_rows), ""]
+    out += _mixture_section(mixture, metrics.get("mixture") or {}, rows) if mixture else _data_section(data, rows)
 
     out.append("## Training\n")
     recipe = _recipe(cfg)
@@ -349,7 +391,7 @@ def model_card(folder: str | Path, repo_id: str, eval_results: str = "") -> str:
     )
     out.append("## License\n")
     out.append(
-        f"The weights derive from `{base}` and were trained on outputs of `{teacher}`: their licenses and terms of "
+        f"The weights derive from `{base}` and were trained on outputs of {of}: their licenses and terms of "
         "use apply.\n"
     )
     return "\n".join(out)
