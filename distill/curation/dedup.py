@@ -214,7 +214,7 @@ def near_duplicates(
     seeds = _seeds(num_perm, seed)
     bands, r = lsh_params(threshold, num_perm)
     tables: list[dict[bytes, list[int]]] = [defaultdict(list) for _ in range(bands)]
-    kept: dict[int, tuple[np.ndarray, tuple[str, ...]]] = {}
+    kept: dict[int, np.ndarray] = {}
     dups: dict[int, tuple[int, float]] = {}
     for first in firsts:
         norm = normalize(_text(rows[first], key))
@@ -223,14 +223,15 @@ def near_duplicates(
         sh = shingles(norm, ngram)
         nums = _numbers(norm) if same_numbers else ()
         sig = minhash(sh, seeds)
-        keys = [sig[b * r : (b + 1) * r].tobytes() for b in range(bands)]
+        # With same_numbers, the numbers join each bucket key: templated prompts ("A train travels 60 km ...")
+        # that differ only in their numbers never share a bucket, so their candidate lists stay short and
+        # a million of them costs linear time instead of a scan over every earlier variant.
+        suffix = repr(nums).encode() if same_numbers else b""
+        keys = [sig[b * r : (b + 1) * r].tobytes() + suffix for b in range(bands)]
         candidates = sorted({c for b, k in enumerate(keys) for c in tables[b].get(k, ())})
         match = None
         for c in candidates:  # earliest kept prompt that really is similar
-            c_sh, c_nums = kept[c]
-            if same_numbers and c_nums != nums:
-                continue
-            sim = jaccard(sh, c_sh)
+            sim = jaccard(sh, kept[c])  # same numbers already: they are part of every bucket key
             if sim >= threshold:
                 match = (c, round(sim, 4))
                 break
@@ -238,7 +239,7 @@ def near_duplicates(
             for i in members[first]:
                 dups[i] = match
             continue
-        kept[first] = (sh, nums)
+        kept[first] = sh
         for b, k in enumerate(keys):
             tables[b][k].append(first)
     return dups

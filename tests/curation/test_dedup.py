@@ -9,6 +9,7 @@ import time
 import pytest
 
 from distill.common.errors import DistillError
+from distill.curation import dedup
 from distill.curation.dedup import (
     Contamination,
     exact_duplicates,
@@ -85,6 +86,20 @@ def test_near_duplicates_keep_problems_whose_numbers_differ():
     assert near_duplicates(rows) == {}  # different numbers, or the same numbers in another order
     loose = near_duplicates(rows, same_numbers=False)
     assert loose[2][0] == 0 and loose[6][0] == 4
+
+
+def test_near_duplicates_never_compare_templated_prompts_whose_numbers_differ(monkeypatch):
+    # A generated dataset of one template with other numbers: every pair is near in text, none is a duplicate.
+    # The numbers are part of each LSH bucket key, so no pair even becomes a candidate (linear time), while
+    # without same_numbers every variant is compared with the first one.
+    calls = []
+    real = dedup.jaccard
+    monkeypatch.setattr(dedup, "jaccard", lambda a, b: calls.append(1) or real(a, b))
+    rows = [{"id": str(i), "problem": BAKER.replace("6 trays", f"{i + 10} trays")} for i in range(300)]
+    assert near_duplicates(rows) == {}
+    assert calls == []
+    loose = near_duplicates(rows, same_numbers=False)
+    assert len(loose) > 290 and len(calls) >= len(loose)  # near in text: nearly all are flagged without numbers
 
 
 def test_near_duplicates_greedy_against_kept_prompts_only():
