@@ -10,6 +10,8 @@ Determinism: problem k of a level gets its own generator, seeded from a SHA-256 
 Train/test disjointness holds by construction: the first integer in a train problem's text is always
 even, in a test problem's text always odd (a draw that breaks this is redrawn with the next attempt),
 so no problem text can occur in both splits. A text that repeats within one call is redrawn the same way.
+The "unseen" split draws from its own templates (other stories, the same levels), none of which train or test
+uses: it measures whether a student's reasoning transfers beyond the stories it was trained on.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from collections.abc import Callable, Sequence
 from distill.common.errors import DistillError
 
 LEVELS = (1, 2, 3, 4, 5)
-SPLITS = ("train", "test")
+SPLITS = ("train", "test", "unseen")
 
-_SPLIT_PARITY = {"train": 0, "test": 1}  # parity of the first integer in the problem text
+_SPLIT_PARITY = {"train": 0, "test": 1, "unseen": 1}  # parity of the first integer in the problem text
 _MAX_ATTEMPTS = 1000
 _FIRST_INT = re.compile(r"\d+")
 
@@ -311,6 +313,110 @@ def _l5_jars(r: random.Random) -> tuple[str, int]:
     return text, (total - jacket) // jars
 
 
+# ---- the unseen split: templates that never appear in train or test ---------------------------------
+# Train and test share their templates (only the numbers differ), so a student can score on test by copying
+# the story's solution pattern. These stories, one table per level with the same operation counts, are used
+# by the "unseen" split alone: a score there needs the reasoning to transfer to a story it never saw.
+def _u1_stamps(r: random.Random) -> tuple[str, int]:
+    p, a, b = _Person(r), r.randint(11, 95), r.randint(11, 95)
+    text = f"{p.name} keeps {a} stamps in a blue album and {b} stamps in a red album. How many stamps are in both?"
+    return text, a + b
+
+
+def _u1_baskets(r: random.Random) -> tuple[str, int]:
+    n, k = r.randint(3, 12), r.randint(4, 15)
+    return f"A baker fills {n} baskets with {k} rolls in each basket. How many rolls are in the baskets?", n * k
+
+
+def _u2_pages(r: random.Random) -> tuple[str, int]:
+    p, a, d, b = _Person(r), r.randint(5, 20), r.randint(2, 7), r.randint(3, 40)
+    text = (
+        f"{p.name} reads {a} pages every day for {d} days and then {b} pages on the last day. "
+        f"How many pages does {p.she} read in total?"
+    )
+    return text, a * d + b
+
+
+def _u2_ribbon(r: random.Random) -> tuple[str, int]:
+    p, k, piece, cut = _Person(r), r.randint(2, 9), r.randint(5, 30), r.randint(3, 50)
+    text = (
+        f"{p.name} has a ribbon {k * piece + cut} cm long. {p.She} cuts off {cut} cm and divides the rest into "
+        f"{k} equal pieces. How many centimeters long is each piece?"
+    )
+    return text, piece
+
+
+def _u3_garden(r: random.Random) -> tuple[str, int]:
+    p, rows, plants, each = _Person(r), r.randint(2, 8), r.randint(3, 10), r.randint(2, 9)
+    given = r.randint(2, rows * plants * each - 2)
+    text = (
+        f"A garden has {rows} rows of {plants} tomato plants, and each plant gives {each} tomatoes. "
+        f"{p.name} gives away {given} tomatoes. How many tomatoes are left?"
+    )
+    return text, rows * plants * each - given
+
+
+def _u3_tank(r: random.Random) -> tuple[str, int]:
+    water, rate, minutes, missing = r.randint(15, 200), r.randint(3, 20), r.randint(2, 12), r.randint(5, 150)
+    cap = water + rate * minutes + missing
+    text = (
+        f"A tank holds {cap} liters and has {water} liters of water in it. A pump adds {rate} liters every minute "
+        f"for {minutes} minutes. How many more liters are needed to fill the tank?"
+    )
+    return text, missing
+
+
+def _u4_bake_sale(r: random.Random) -> tuple[str, int]:
+    a, pa, b, pb = r.randint(10, 60), r.randint(2, 6), r.randint(10, 60), r.randint(1, 4)
+    cost = r.randint(10, a * pa + b * pb - 5)
+    text = (
+        f"A class sells {a} cupcakes for ${pa} each and {b} cookies for ${pb} each at a bake sale. The "
+        f"ingredients cost ${cost}. How many dollars of profit does the class make?"
+    )
+    return text, a * pa + b * pb - cost
+
+
+def _u4_train(r: random.Random) -> tuple[str, int]:
+    cars, seats = r.randint(3, 10), r.randint(20, 60)
+    first = r.randint(10, cars * seats // 2)
+    board, leave = r.randint(5, cars * seats // 3), r.randint(2, first - 1)
+    text = (
+        f"A train has {cars} cars with {seats} seats in each car. At the first station {first} passengers "
+        f"sit down. At the second station {board} more passengers board and {leave} get off. Every passenger "
+        "has a seat. How many seats are empty now?"
+    )
+    return text, cars * seats - (first + board - leave)
+
+
+def _u5_fence(r: random.Random) -> tuple[str, int]:
+    p = _Person(r)
+    while True:  # redraw until the cans cover the fence exactly and some are still to buy
+        panels, width, height = r.randint(4, 20), r.randint(2, 4), r.randint(1, 3)
+        cover, have, price = r.choice((2, 3, 4, 5, 6)), r.randint(1, 4), r.randint(5, 15)
+        area = panels * width * height
+        if area % cover == 0 and area // cover > have:
+            break
+    text = (
+        f"{p.name} paints a fence of {panels} panels, each {width} meters wide and {height} meters tall. One can "
+        f"of paint covers {cover} square meters and costs ${price}. {p.She} already has {have} cans. How many "
+        f"dollars does {p.she} spend on the cans {p.she} still needs?"
+    )
+    return text, (area // cover - have) * price
+
+
+def _u5_orchard(r: random.Random) -> tuple[str, int]:
+    trees, apples, bag, price = r.randint(5, 30), r.randint(20, 60), r.choice((5, 6, 8, 10)), r.randint(2, 6)
+    total = trees * apples
+    bruised = total % bag + bag * r.randint(1, 4)
+    stall = r.randint(5, max(6, (total - bruised) // bag * price // 2))
+    text = (
+        f"An orchard has {trees} trees, and each tree gives {apples} apples. {bruised} apples are bruised and "
+        f"thrown away. The rest are packed into bags of {bag}, and each bag sells for ${price}. The market stall "
+        f"costs ${stall}. How many dollars does the orchard make after paying for the stall?"
+    )
+    return text, (total - bruised) // bag * price - stall
+
+
 _Template = Callable[[random.Random], tuple[str, int]]
 _TEMPLATES: dict[int, tuple[_Template, ...]] = {
     1: (_l1_buy, _l1_give, _l1_tickets, _l1_share, _l1_ride),
@@ -318,6 +424,13 @@ _TEMPLATES: dict[int, tuple[_Template, ...]] = {
     3: (_l3_change, _l3_drive, _l3_recipe, _l3_zoo, _l3_library),
     4: (_l4_allowance, _l4_farm, _l4_bus, _l4_muffins, _l4_change),
     5: (_l5_pizza, _l5_fuel, _l5_trip, _l5_eggs, _l5_jars),
+}
+_UNSEEN_TEMPLATES: dict[int, tuple[_Template, ...]] = {
+    1: (_u1_stamps, _u1_baskets),
+    2: (_u2_pages, _u2_ribbon),
+    3: (_u3_garden, _u3_tank),
+    4: (_u4_bake_sale, _u4_train),
+    5: (_u5_fence, _u5_orchard),
 }
 
 
@@ -349,6 +462,7 @@ def builtin_problems(split: str, n: int, seed: int = 0, levels: Sequence[int] = 
     _validate(split, n, seed, levels)
     levels = tuple(levels)
     parity = _SPLIT_PARITY[split]
+    templates = _UNSEEN_TEMPLATES if split == "unseen" else _TEMPLATES
     seen: set[str] = set()
     per_level = dict.fromkeys(levels, 0)
     out: list[dict] = []
@@ -358,7 +472,7 @@ def builtin_problems(split: str, n: int, seed: int = 0, levels: Sequence[int] = 
         per_level[level] += 1
         for attempt in range(_MAX_ATTEMPTS):
             rng = _rng(seed, split, level, index, attempt)
-            text, answer = rng.choice(_TEMPLATES[level])(rng)
+            text, answer = rng.choice(templates[level])(rng)
             if int(_FIRST_INT.search(text).group()) % 2 == parity and text not in seen:
                 break
         else:  # pragma: no cover - would mean a template cannot produce this split's parity

@@ -112,13 +112,50 @@ SOLVERS: list[tuple[int, str, Callable[[dict], int]]] = [
 ]  # fmt: skip
 
 
-def _solve(problem: str) -> tuple[int, int, int]:
-    """(template index, level, answer) of the one template whose regex matches the whole problem."""
-    hits = [(i, re.fullmatch(rx, problem)) for i, (_, rx, _) in enumerate(SOLVERS)]
+# The unseen split's own stories: none of them may match a train/test template, and the reverse.
+UNSEEN_SOLVERS: list[tuple[int, str, Callable[[dict], int]]] = [
+    (1, rf"{N} keeps (?P<a>\d+) stamps in a blue album and (?P<b>\d+) stamps in a red album\. "
+        r"How many stamps are in both\?", lambda v: v["a"] + v["b"]),
+    (1, r"A baker fills (?P<n>\d+) baskets with (?P<k>\d+) rolls in each basket\. How many rolls are in the "
+        r"baskets\?", lambda v: v["n"] * v["k"]),
+    (2, rf"{N} reads (?P<a>\d+) pages every day for (?P<d>\d+) days and then (?P<b>\d+) pages on the last day\. "
+        rf"How many pages does {P} read in total\?", lambda v: v["a"] * v["d"] + v["b"]),
+    (2, rf"{N} has a ribbon (?P<L>\d+) cm long\. {CP} cuts off (?P<c>\d+) cm and divides the rest into (?P<k>\d+) "
+        r"equal pieces\. How many centimeters long is each piece\?", lambda v: _div(v["L"] - v["c"], v["k"])),
+    (3, rf"A garden has (?P<r>\d+) rows of (?P<p>\d+) tomato plants, and each plant gives (?P<t>\d+) tomatoes\. "
+        rf"{N} gives away (?P<g>\d+) tomatoes\. How many tomatoes are left\?",
+     lambda v: v["r"] * v["p"] * v["t"] - v["g"]),
+    (3, r"A tank holds (?P<cap>\d+) liters and has (?P<w>\d+) liters of water in it\. A pump adds (?P<r>\d+) "
+        r"liters every minute for (?P<m>\d+) minutes\. How many more liters are needed to fill the tank\?",
+     lambda v: v["cap"] - v["w"] - v["r"] * v["m"]),
+    (4, r"A class sells (?P<a>\d+) cupcakes for \$(?P<pa>\d+) each and (?P<b>\d+) cookies for \$(?P<pb>\d+) each "
+        r"at a bake sale\. The ingredients cost \$(?P<c>\d+)\. How many dollars of profit does the class make\?",
+     lambda v: v["a"] * v["pa"] + v["b"] * v["pb"] - v["c"]),
+    (4, r"A train has (?P<n>\d+) cars with (?P<s>\d+) seats in each car\. At the first station (?P<f>\d+) "
+        r"passengers sit down\. At the second station (?P<b>\d+) more passengers board and (?P<l>\d+) get off\. "
+        r"Every passenger has a seat\. How many seats are empty now\?",
+     lambda v: v["n"] * v["s"] - v["f"] - v["b"] + v["l"]),
+    (5, rf"{N} paints a fence of (?P<n>\d+) panels, each (?P<w>\d+) meters wide and (?P<h>\d+) meters tall\. "
+        r"One can of paint covers (?P<c>\d+) square meters and costs \$(?P<p>\d+)\. "
+        rf"{CP} already has (?P<have>\d+) cans\. How many dollars does {P} spend on the cans {P} still needs\?",
+     lambda v: (_div(v["n"] * v["w"] * v["h"], v["c"]) - v["have"]) * v["p"]),
+    (5, r"An orchard has (?P<t>\d+) trees, and each tree gives (?P<a>\d+) apples\. (?P<b>\d+) apples are "
+        r"bruised and thrown away\. The rest are packed into bags of (?P<s>\d+), and each bag sells for "
+        r"\$(?P<p>\d+)\. The market stall costs \$(?P<m>\d+)\. How many dollars does the orchard make after "
+        r"paying for the stall\?", lambda v: _div(v["t"] * v["a"] - v["b"], v["s"]) * v["p"] - v["m"]),
+]  # fmt: skip
+
+
+def _solve(problem: str, solvers: list = SOLVERS) -> tuple[int, int, int]:
+    """(template index, level, answer) of the one template whose regex matches the whole problem; no template
+    of the other table (train/test vs unseen) may match it."""
+    other = UNSEEN_SOLVERS if solvers is SOLVERS else SOLVERS
+    assert not [rx for _, rx, _ in other if re.fullmatch(rx, problem)], f"a template of the other table: {problem!r}"
+    hits = [(i, re.fullmatch(rx, problem)) for i, (_, rx, _) in enumerate(solvers)]
     hits = [(i, m) for i, m in hits if m]
     assert len(hits) == 1, f"{len(hits)} templates match: {problem!r}"
     i, match = hits[0]
-    level, _, formula = SOLVERS[i]
+    level, _, formula = solvers[i]
     return i, level, formula({k: int(v) if v.isdigit() else v for k, v in match.groupdict().items()})
 
 
@@ -204,6 +241,14 @@ def test_train_test_disjoint(big: dict[str, list[dict]]) -> None:
         assert not train & test
 
 
+def test_unseen_split_shares_no_text_and_no_story_with_train_or_test(big: dict[str, list[dict]]) -> None:
+    # its stories come from other templates (checked one by one in test_every_answer_rederived_independently)
+    texts = {p["problem"] for p in big["unseen"]}
+    assert len(texts) == 3000 and not texts & ({p["problem"] for p in big["train"]} | {p["problem"] for p in big["test"]})
+    first_words = lambda rows: {" ".join(p["problem"].split()[1:4]) for p in rows}  # noqa: E731
+    assert not first_words(big["unseen"]) & first_words(big["train"])
+
+
 def test_disjoint_by_construction(big: dict[str, list[dict]]) -> None:
     """The first integer in the text is even in train and odd in test, so the splits can never share a text."""
     for split, parity in (("train", 0), ("test", 1)):
@@ -221,14 +266,16 @@ def test_answers_are_plain_positive_integers(big: dict[str, list[dict]]) -> None
 
 def test_every_answer_rederived_independently(big: dict[str, list[dict]]) -> None:
     for split, problems in big.items():
+        solvers = UNSEEN_SOLVERS if split == "unseen" else SOLVERS
         used = Counter()
         for p in problems:
-            template, level, answer = _solve(p["problem"])
+            template, level, answer = _solve(p["problem"], solvers)
             assert level == p["level"], p
             assert str(answer) == p["answer"], p
             used[template] += 1
-        assert set(used) == set(range(len(SOLVERS))), f"{split}: templates never used: {set(range(25)) - set(used)}"
-    assert len(SOLVERS) >= 8
+        never = set(range(len(solvers))) - set(used)
+        assert not never, f"{split}: templates never used: {never}"
+    assert len(SOLVERS) >= 8 and len(UNSEEN_SOLVERS) == 2 * len(LEVELS)
 
 
 def test_names_and_pronouns_vary(big: dict[str, list[dict]]) -> None:
