@@ -9,11 +9,15 @@ SmolLM2-135M-Instruct), the script
   2. filters them (`distill filter`): the K verified traces,
   3. draws K traces at random from ALL the teacher's traces, right or wrong (the unfiltered set),
   4. trains the tiny student on each set with the same recipe, epochs and seed,
-  5. evaluates the untrained student, both trained students (and the teacher) on the held-out split,
-and prints pass@1 +- standard error of each. Every stage is a `distill` command writing into --run and is
-skipped when its output is there, so a killed run continues where it stopped. The teacher's own pass@1
-is taken from --from when given (it does not depend on training); the three students are evaluated by one
-`distill eval --model ...` call, which also writes eval-students/comparison.md.
+  5. evaluates the teacher, the untrained student and both trained students on two held-out splits:
+     `builtin` (new numbers in the train split's stories) and `builtin-unseen` (stories train never uses),
+and prints pass@1 +- standard error of each, then each question pairwise on the same problems (verified vs
+untrained, verified vs unfiltered, unfiltered vs untrained): the difference with its 95% paired bootstrap
+interval, the problems each side wins and the sign test's p (McNemar's exact test for one greedy sample).
+Every stage is a `distill` command writing into --run and is skipped when its output is there, so a killed
+run continues where it stopped. The teacher's builtin pass@1 is taken from --from when given (it does not
+depend on training); the three students are evaluated by one `distill eval --model ...` call per split,
+which also writes eval-students-<split>/comparison.md.
 Run it alone: training the student takes 8-11 GB and both cores.
 """
 
@@ -33,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._stages import decontam_skip  # noqa: E402
 from bench._stages import distill as run_distill  # noqa: E402
 from distill.common.records import read_jsonl, write_jsonl  # noqa: E402
+from distill.evaluation.metrics import paired_difference  # noqa: E402
 
 distill = functools.partial(run_distill, "quality")
 
@@ -112,54 +117,71 @@ def main() -> None:
                 "--set", f"num_train_epochs={args.epochs}", "--set", f"seed={args.seed}",
             )  # fmt: skip
 
-    # 5. held-out pass@1 of the three students, in one `distill eval` with a comparison table
-    students = run / "eval-students"
-    if not (students / "comparison.json").is_file():
-        distill(
-            "eval", "--model", "embedded:student", str(run / "student-verified"), str(run / "student-unfiltered"),
-            "--output", str(students), *common,
-        )  # fmt: skip
+    # 5. pass@1 of the teacher and the three students on both held-out splits: `builtin` (new numbers in the
+    # train stories) and `builtin-unseen` (stories train never used); the students by one `distill eval` each
+    splits = ("builtin", "builtin-unseen")
+    for task in splits:
+        teacher_dir = run / ("eval-teacher" if task == "builtin" else f"eval-teacher-{task}")  # = folder() below
+        if not (teacher_dir / "results.json").is_file():
+            distill("eval", "--model", "embedded:teacher", "--tasks", task, "--output", str(teacher_dir), *common)
+        students = run / f"eval-students-{task}"
+        if not (students / "comparison.json").is_file():
+            distill(
+                "eval", "--tasks", task, "--model", "embedded:student", str(run / "student-verified"),
+                str(run / "student-unfiltered"), "--output", str(students), *common,
+            )  # fmt: skip
 
     load = lambda p: json.loads((run / p).read_text())  # noqa: E731
+
+    def folder(name: str, task: str) -> str:
+        if name == "teacher":
+            return "eval-teacher" if task == "builtin" else f"eval-teacher-{task}"
+        return f"eval-students-{task}/{name}"
+
+    models = (
+        ("teacher (Qwen2.5-Coder-0.5B-Instruct)", "teacher", ""),
+        ("student untrained (SmolLM2-135M-Instruct)", "embedded-student", ""),
+        ("student on verified traces", "student-verified", f"{verified} rows, all verified"),
+        ("student on unfiltered traces", "student-unfiltered", f"{verified} rows, {unfiltered_verified} verified"),
+    )
+    results = {
+        (label, task): load(f"{folder(name, task)}/results.json") for label, name, _ in models for task in splits
+    }
     table = []
-    for label, folder, data in (
-        ("teacher (Qwen2.5-Coder-0.5B-Instruct)", "eval-teacher", ""),
-        ("student untrained (SmolLM2-135M-Instruct)", "eval-students/embedded-student", ""),
-        ("student on verified traces", "eval-students/student-verified", f"{verified} rows, all verified"),
-        (
-            "student on unfiltered traces",
-            "eval-students/student-unfiltered",
-            f"{verified} rows, {unfiltered_verified} verified",
-        ),
-    ):
-        r = load(f"{folder}/results.json")
-        table.append(
-            {
-                "model": label,
-                "training data": data,
-                "pass@1": round(r["pass@1"], 3),
-                # results from before distill reported the standard error: the binomial one of one sample each
-                "stderr": round(r.get("pass@1_stderr") or (r["pass@1"] * (1 - r["pass@1"]) / r["n"]) ** 0.5, 3),
-                "correct": f"{r['correct']}/{r.get('samples', r['n'])}",
-            }
-        )
-    summary = {"table": table, "minutes": round((time.monotonic() - start) / 60, 1)}
+    for label, _, data in models:
+        row = {"model": label, "training data": data}
+        for task in splits:
+            r = results[(label, task)]
+            row[task] = {"pass@1": round(r["pass@1"], 3), "stderr": round(r["pass@1_stderr"], 3),
+                         "correct": f"{r['correct']}/{r['samples']}"}  # fmt: skip
+        table.append(row)
+    # Pairwise on the same problems (metrics.paired_difference): the question is "is B better than A".
+    pairs = (("student on verified traces", models[1][0]), ("student on verified traces", models[3][0]),
+             ("student on unfiltered traces", models[1][0]))  # fmt: skip
+    paired = []
+    for b, a in pairs:
+        for task in splits:
+            pa, pb = results[(a, task)]["per_problem"], results[(b, task)]["per_problem"]
+            ids = sorted(pa)
+            d = paired_difference([pa[i] for i in ids], [pb[i] for i in ids])
+            paired.append({"b": b, "a": a, "tasks": task, **{k: round(v, 4) for k, v in d.items()}})
+    summary = {"table": table, "paired": paired, "minutes": round((time.monotonic() - start) / 60, 1)}
     for name in ("student-verified", "student-unfiltered"):
         m = load(f"{name}/train_metrics.json")
         summary[name] = {k: m[k] for k in ("train_rows", "steps", "seconds", "first_loss", "last_loss")}
     (run / "quality.json").write_text(json.dumps(summary, indent=1))
     print()
-    print("| model | training data | pass@1 | ± stderr | correct |")
-    print("|---|---|---|---|---|")
+    print("| model | training data | builtin pass@1 | builtin-unseen pass@1 |")
+    print("|---|---|---|---|")
     for row in table:
+        cells = [f"{row[t]['pass@1']:.3f} ± {row[t]['stderr']:.3f} ({row[t]['correct']})" for t in splits]
+        print(f"| {row['model']} | {row['training data']} | {' | '.join(cells)} |")
+    print("\npaired on the same problems (B - A, 95% bootstrap interval, problems B/A wins, sign-test p):")
+    for r in paired:
         print(
-            f"| {row['model']} | {row['training data']} | {row['pass@1']:.3f} | {row['stderr']:.3f} | {row['correct']} |"
+            f"  {r['tasks']:<15} {r['b']} - {r['a']}: {r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], "
+            f"{r['b_better']}/{r['a_better']}, p = {r['p_value']:.3g}"
         )
-    untrained, ver, unf = (row["pass@1"] for row in table[1:])
-    print(
-        f"\nverified vs untrained: {ver - untrained:+.3f}; verified vs unfiltered: {ver - unf:+.3f} "
-        f"(one standard error of a difference here is about {((table[2]['stderr'] ** 2 + table[3]['stderr'] ** 2) ** 0.5):.3f})"
-    )
 
 
 if __name__ == "__main__":

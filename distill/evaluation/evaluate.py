@@ -49,7 +49,7 @@ from distill.common.records import write_json, write_jsonl
 from distill.common.resources import resolve_chat_template
 from distill.common.server import Server, has_cuda, servers_for
 from distill.evaluation.config import EvalConfig
-from distill.evaluation.metrics import mean_pass_at_k
+from distill.evaluation.metrics import mean_pass_at_k, paired_difference
 from distill.problems.benchmarks import (
     CODE_PROMPT_TEMPLATE,
     Benchmark,
@@ -80,7 +80,10 @@ def run(cfg: EvalConfig) -> dict:
         print(f"[distill] eval: model {len(summaries) + 1}/{len(cfg.model)}: {model} -> {out / name}", flush=True)
         summaries.append(run_one(dataclasses.replace(cfg, model=[model], output=str(out / name)), bench))
     table = comparison_table(summaries)
-    write_json(out / "comparison.json", {"tasks": bench.name, "models": summaries})
+    paired = paired_rows(summaries)
+    if paired:
+        table += "\n\n" + paired_table(summaries[0]["model"], paired)
+    write_json(out / "comparison.json", {"tasks": bench.name, "models": summaries, "paired": paired})
     (out / "comparison.md").write_text(f"# {bench.name}\n\n{table}\n")
     print(table, flush=True)
     return {"models": summaries, "table": table}
@@ -116,6 +119,36 @@ def comparison_table(summaries: list[dict]) -> str:
             cells += [f"{s['pass@1_by_level'][lvl]:.2f}" if lvl in s["pass@1_by_level"] else "" for lvl in levels]
         cells += [str(s["samples"]), f"{s['mean_completion_tokens']:.0f}", str(s["truncated"])]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_rows(summaries: list[dict]) -> list[dict]:
+    """Every model after the first against the first, on the problems both answered (metrics.paired_difference)."""
+    base = summaries[0]["per_problem"]
+    rows = []
+    for s in summaries[1:]:
+        ids = [i for i in base if i in s["per_problem"]]
+        if ids:
+            d = paired_difference([base[i] for i in ids], [s["per_problem"][i] for i in ids])
+            rows.append({"model": s["model"], **d, "stderr": None if math.isnan(d["stderr"]) else d["stderr"]})
+    return rows
+
+
+def paired_table(baseline: str, rows: list[dict]) -> str:
+    """Markdown: each model's pass@1 difference from the baseline with its paired error, 95% interval,
+    the problems each side wins, and the sign (McNemar) test's p-value."""
+    lines = [
+        f"Paired against {baseline} (the same problems):",
+        "",
+        "| model | Δ pass@1 | 95% CI | better on | worse on | p (sign test) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        se = "" if r["stderr"] is None else f" ± {r['stderr']:.3f}"
+        lines.append(
+            f"| {r['model']} | {r['diff']:+.3f}{se} | [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['b_better']} "
+            f"| {r['a_better']} | {r['p_value']:.3g} |"
+        )
     return "\n".join(lines)
 
 
@@ -450,4 +483,6 @@ def score(problems: list[dict], verdict: dict, k: int) -> dict:
         "pass@1_stderr": None if math.isnan(se) else se,
         "pass@k": {str(kk): mean_pass_at_k(counts, kk)[0] for kk in ks},
         "pass@1_by_level": {str(lvl): sum(v) / len(v) for lvl, v in sorted(by_level.items())},
+        # each problem's pass@1, by id: two runs on the same problems are compared pairwise from these
+        "per_problem": {str(p["id"]): c / k for p, (_, c) in zip(problems, counts, strict=True)},
     }

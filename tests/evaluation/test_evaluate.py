@@ -220,7 +220,19 @@ def test_several_models_one_table(tmp_path, monkeypatch):
         assert (tmp_path / "cmp" / name / "results.json").is_file()
     table = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "| strong | 1.000 ± 0.000 |" in table and "| weak | 0.500" in table
-    assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())["tasks"] == "mine"
+    comparison = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert comparison["tasks"] == "mine"
+    # paired against the first model on the same 4 problems: weak loses 2 of them and wins none
+    weak, org_weak = comparison["paired"]
+    assert (weak["model"], weak["diff"], weak["a_better"], weak["b_better"], weak["p_value"]) == (
+        "weak",
+        -0.5,
+        2,
+        0,
+        0.5,
+    )
+    assert (org_weak["diff"], org_weak["a_better"], org_weak["b_better"], org_weak["p_value"]) == (0.0, 0, 0, 1.0)
+    assert "Paired against strong" in table and "| weak | -0.500 ± 0.289 | [-1.000, +0.000] | 0 | 2 | 0.5 |" in table
 
 
 def test_several_models_refuse_a_running_server(tmp_path):

@@ -11,7 +11,7 @@ from fractions import Fraction
 
 import pytest
 
-from distill.evaluation.metrics import mean_pass_at_k, pass_at_1_from_samples, pass_at_k
+from distill.evaluation.metrics import mean_pass_at_k, paired_difference, pass_at_1_from_samples, pass_at_k, sign_test
 
 
 def brute_pass_at_k(n: int, c: int, k: int) -> Fraction:
@@ -113,3 +113,37 @@ def test_pass_at_1_from_samples_errors() -> None:
         pass_at_1_from_samples([])
     with pytest.raises(ValueError, match="problem 1 has no samples"):
         pass_at_1_from_samples([[True], []])
+
+
+@pytest.mark.parametrize(("wins", "losses"), [(0, 0), (1, 0), (10, 2), (2, 10), (7, 7), (30, 12), (0, 9)])
+def test_sign_test_against_enumerating_every_outcome(wins: int, losses: int) -> None:
+    # two-sided: the probability, under a fair coin, of an outcome no more likely than the one observed
+    m = wins + losses
+    probs = [Fraction(math.comb(m, i), 2**m) for i in range(m + 1)]
+    observed = probs[wins]
+    exact = sum(p for p in probs if p <= observed)
+    assert sign_test(wins, losses) == pytest.approx(float(min(exact, 1)), abs=1e-12)
+
+
+def test_paired_difference_sees_what_two_separate_errors_hide() -> None:
+    # 150 problems; B solves everything A solves and 12 more: separately 0.30 +- 0.037 vs 0.38 +- 0.040 (the
+    # intervals overlap), pairwise +0.08 with 12 wins and no loss, p = 2 / 2**12
+    a = [1.0] * 45 + [0.0] * 105
+    b = [1.0] * 57 + [0.0] * 93
+    r = paired_difference(a, b)
+    assert r["diff"] == pytest.approx(0.08) and (r["b_better"], r["a_better"]) == (12, 0)
+    assert r["p_value"] == pytest.approx(2 / 2**12)
+    assert 0 < r["ci_low"] < 0.08 < r["ci_high"] < 0.16
+    assert r["stderr"] == pytest.approx(statistics.stdev([x - y for x, y in zip(b, a, strict=True)]) / math.sqrt(150))
+    assert paired_difference(a, b) == r  # seeded bootstrap
+    swapped = paired_difference(b, a)
+    assert swapped["diff"] == pytest.approx(-0.08) and (swapped["b_better"], swapped["a_better"]) == (0, 12)
+
+
+def test_paired_difference_with_k_samples_and_bad_input() -> None:
+    r = paired_difference([0.25, 0.5, 1.0], [0.5, 0.5, 0.75])
+    assert r["diff"] == pytest.approx(0.0) and (r["b_better"], r["a_better"]) == (1, 1) and r["p_value"] == 1.0
+    with pytest.raises(ValueError, match="same problems"):
+        paired_difference([1.0], [1.0, 0.0])
+    with pytest.raises(ValueError, match="no problems"):
+        paired_difference([], [])

@@ -244,7 +244,9 @@ def test_train_test_disjoint(big: dict[str, list[dict]]) -> None:
 def test_unseen_split_shares_no_text_and_no_story_with_train_or_test(big: dict[str, list[dict]]) -> None:
     # its stories come from other templates (checked one by one in test_every_answer_rederived_independently)
     texts = {p["problem"] for p in big["unseen"]}
-    assert len(texts) == 3000 and not texts & ({p["problem"] for p in big["train"]} | {p["problem"] for p in big["test"]})
+    assert len(texts) == 3000 and not texts & (
+        {p["problem"] for p in big["train"]} | {p["problem"] for p in big["test"]}
+    )
     first_words = lambda rows: {" ".join(p["problem"].split()[1:4]) for p in rows}  # noqa: E731
     assert not first_words(big["unseen"]) & first_words(big["train"])
 
