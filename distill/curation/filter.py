@@ -304,6 +304,22 @@ class Tally:
         self.stages.setdefault(stage, {"seconds": 0.0, "rejected": 0, "reasons": Counter()})["seconds"] += seconds
 
 
+def stage_rates(tally: Tally) -> str:
+    """The progress bar's per-stage speed: rows that reached each stage per second of that stage's work (summed
+    over the worker processes, so a stage's rate is per core), e.g. 'format 240/s · safety 2.4k/s · verify 180/s'."""
+    parts, reached = [], tally.rows
+    for stage in (*ROW_STAGES, "verify"):
+        s = tally.stages.get(stage)
+        if s is None:
+            continue
+        if s["seconds"] > 0 and reached > 0:
+            rate = reached / s["seconds"]
+            parts.append(f"{stage} {rate / 1000:.1f}k/s" if rate >= 1000 else f"{stage} {rate:.0f}/s")
+        if stage != "verify":
+            reached -= s["rejected"]
+    return " · ".join(parts)
+
+
 def in_shard(row_id: object, shard: tuple[int, int] | None) -> bool:
     """Whether a prompt id belongs to shard (i, n): by a stable hash of the id, so a prompt's samples share one."""
     return shard is None or zlib.crc32(str(row_id).encode("utf-8", "surrogatepass")) % shard[1] == shard[0]
@@ -430,6 +446,7 @@ def filter_shard(cfg: FilterConfig, src: Path, dest: Path, benchmarks: list, sha
                         row, f"safety: {category}", f"keyword {word!r}" + (f"; reviewer: {note}" if note else "")
                     )
             bar.update(len(chunk))
+            bar.set_postfix_str(stage_rates(tally), refresh=False)
 
         def _alive(n: int, row: dict) -> None:
             pid = str(row["id"])

@@ -9,7 +9,7 @@ from distill.cli import main
 from distill.common.errors import DistillError
 from distill.common.records import read_jsonl, write_jsonl
 from distill.curation.config import FilterConfig
-from distill.curation.filter import report_table, run, verifier_for
+from distill.curation.filter import Tally, report_table, run, stage_rates, verifier_for
 
 TEMPLATE = "\nPlease reason step by step, and put your final answer within \\boxed{}."
 
@@ -190,3 +190,16 @@ def test_malformed_json_line_is_named(tmp_path):
     p.write_text(json.dumps(ROWS[0]) + "\n{not json}\n" + json.dumps(ROWS[2]) + "\n")
     with pytest.raises(DistillError, match=r"t\.jsonl, line 2"):
         run(FilterConfig(output=str(tmp_path / "o"), decontaminate=[]), str(p))
+
+
+def test_progress_shows_each_stages_rate_over_the_rows_that_reached_it():
+    tally = Tally(rows=1000)
+    tally.time("malformed", 0.01)
+    tally.reject("malformed", "missing_answer")  # 999 rows go on
+    for _ in range(199):
+        tally.reject("format", "truncated")  # 800 rows reach safety and the rest
+    tally.time("format", 4.0)
+    tally.time("safety", 0.4)
+    tally.time("verify", 5.0)
+    assert stage_rates(tally) == "malformed 100.0k/s · format 250/s · safety 2.0k/s · verify 160/s"
+    assert stage_rates(Tally()) == ""
