@@ -146,13 +146,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--long", type=int, nargs=2, default=[10_000, 100_000], help="two sizes of R1-length rows")
     ap.add_argument("--short", type=int, nargs=2, default=[100_000, 1_000_000], help="two sizes of short rows")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["filter", "resume", "train"], help="measurements to skip")
+    ap.add_argument(
+        "--skip", nargs="*", default=[], choices=["filter", "resume", "train", "long", "short"],
+        help="measurements (filter, resume, train) or row kinds (long, short) to skip",
+    )  # fmt: skip
     args = ap.parse_args()
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="distill-scale-") as tmp_s:
         tmp = Path(tmp_s)
         for kind, sizes, nbytes in (("long", args.long, 20_000), ("short", args.short, 1_000)):
-            for n in sizes:
+            for n in [] if kind in args.skip else sizes:
                 data = tmp / f"{kind}-{n}.jsonl"
                 mib = write_rows(data, n, nbytes) >> 20
                 print(f"[scale] {n:,} {kind} rows ({mib:,} MiB)", flush=True)
@@ -169,7 +172,7 @@ def main() -> None:
                     results.setdefault("train_data", []).append(r)
                     print(f"[scale]   train data: {json.dumps(r)}", flush=True)
                 data.unlink()
-    for key, runs in results.items():
+    for key, runs in list(results.items()):
         if len(runs) == 2:
             results[f"{key}_growth"] = growth(*runs)
     print(json.dumps(results, indent=1))

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sqlite3
+import tempfile
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -79,17 +82,25 @@ def _numbers(normalized: str) -> tuple[str, ...]:
 
 
 def _prompts(rows: Sequence[dict], id_key: str) -> tuple[list[int], dict[int, list[int]]]:
-    """The first row index of each distinct prompt (in order) and the rows of each prompt."""
-    first_of: dict[str, int] = {}
-    members: dict[int, list[int]] = {}
+    """The first row index of each distinct prompt (in order), and the other rows of each prompt that has
+    several (a prompt absent from the second map has one row). Compact: one dict entry per prompt keyed by
+    the row's own id object, since dedup runs over every prompt of a run."""
+    first_of: dict[object, int] = {}
+    firsts: list[int] = []
+    more: dict[int, list[int]] = {}
     for i, row in enumerate(rows):
         pid = row.get(id_key)
-        ident = f"id:{pid}" if pid is not None else f"row:{i}"
-        if ident not in first_of:
-            first_of[ident] = i
-            members[i] = []
-        members[first_of[ident]].append(i)
-    return list(members), members
+        ident = ("row", i) if pid is None else str(pid)  # a missing id: a prompt of its own
+        first = first_of.setdefault(ident, i)
+        if first == i:
+            firsts.append(i)
+        else:
+            more.setdefault(first, []).append(i)
+    return firsts, more
+
+
+def _members(first: int, more: dict[int, list[int]]) -> list[int]:
+    return [first, *more.get(first, ())]
 
 
 def _text(row: dict, key: str) -> str:
@@ -102,18 +113,18 @@ def exact_duplicates(rows: Sequence[dict], key: str = "problem", id_key: str = "
 
     Compares distinct prompts (rows grouped by `id_key`; samples of one prompt are never duplicates of
     each other) and reports every row of each later prompt. Empty texts are never duplicates."""
-    firsts, members = _prompts(rows, id_key)
-    seen: dict[str, int] = {}
-    dups: dict[int, int] = {}
-    for first in firsts:
-        norm = normalize(_text(rows[first], key))
-        if not norm:
-            continue
-        if norm in seen:
-            for i in members[first]:
-                dups[i] = seen[norm]
-        else:
-            seen[norm] = first
+    found = _over_rows(rows, key, id_key, exact=True, near=False)
+    return {i: first for i, (first, _) in found.items()}
+
+
+def _over_rows(rows: Sequence[dict], key: str, id_key: str, **options) -> dict[int, tuple[int, float]]:
+    """find_duplicates over the distinct prompts of `rows`, mapped back to every row of each prompt."""
+    firsts, more = _prompts(rows, id_key)
+    texts = [_text(rows[f], key) for f in firsts]
+    dups: dict[int, tuple[int, float]] = {}
+    for p, (q, sim) in find_duplicates(texts, texts.__getitem__, **options).items():
+        for i in _members(firsts[p], more):
+            dups[i] = (firsts[q], sim)
     return dups
 
 
@@ -188,6 +199,95 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return inter / (a.size + b.size - inter)
 
 
+def band_keys(sig: np.ndarray, bands: int, rows: int, salt: int = 0) -> np.ndarray:
+    """One stable 64-bit key per LSH band: a polynomial hash of the band's `rows` MinHash values (one integer
+    matrix product, wrapping modulo 2**64), mixed with the band's index (equal values in different bands are
+    different buckets) and `salt`."""
+    powers, salt_weight = _band_powers(rows)
+    with np.errstate(over="ignore"):
+        h = sig[: bands * rows].reshape(bands, rows) @ powers + np.uint64(salt) * salt_weight
+        return _mix(h ^ (np.arange(bands, dtype=np.uint64) * _GOLDEN))
+
+
+@lru_cache(maxsize=8)
+def _band_powers(rows: int) -> tuple[np.ndarray, np.uint64]:
+    """_POLY**(rows-1-j) for j < rows, and _POLY**rows, modulo 2**64."""
+    powers, p = [], 1
+    for _ in range(rows):
+        powers.append(p)
+        p = p * int(_POLY) % (1 << 64)
+    return np.array(powers[::-1], dtype=np.uint64), np.uint64(p)
+
+
+class BucketIndex:
+    """Buckets of the kept prompts on disk: 64-bit key -> prompt indices, in a SQLite table.
+
+    Dedup over a run holds ~16 LSH band keys for every kept prompt (4M keys for 250k prompts); as a Python
+    dict of lists that is ~300 bytes a key and the filter's memory would grow with the run. SQLite (the
+    standard library's, a B-tree with an index on the key) keeps them in a temporary file next to the
+    output with a bounded page cache (`cache_kib`), so memory stays flat: new keys wait in a small dict and
+    are written every `buffer` keys in one transaction; a lookup asks the dict and one indexed query."""
+
+    def __init__(self, folder: str | Path | None = None, buffer: int = 1 << 15, cache_kib: int = 8192) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix=".distill-buckets-", dir=folder)
+        self.db = sqlite3.connect(str(Path(self._dir.name) / "buckets.sqlite"))
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE", f"cache_size=-{cache_kib}"):
+            self.db.execute(f"PRAGMA {pragma}")
+        # one clustered B-tree ordered by key: no separate index to keep up
+        self.db.execute(
+            "CREATE TABLE bucket (k INTEGER NOT NULL, i INTEGER NOT NULL, PRIMARY KEY (k, i)) WITHOUT ROWID"
+        )
+        self.limit = buffer
+        self.pending: dict[int, list[int]] = {}
+        self.size = 0
+
+    def add(self, keys: np.ndarray, index: int) -> None:
+        """Store `index` under each key; call `flush_if_full` between blocks of lookups."""
+        for k in keys.view(np.int64).tolist():  # SQLite integers are signed 64-bit
+            self.pending.setdefault(k, []).append(index)
+        self.size += len(keys)
+
+    def flush_if_full(self) -> None:
+        if self.size >= self.limit:
+            self.flush()
+
+    def lookup(self, keys: np.ndarray, stored: dict[int, list[int]] | None = None) -> list[int]:
+        """Sorted distinct indices of the prompts under at least one of `keys`; `stored` is what `prefetch`
+        returned for a block of lookups that contains these keys (else the database is asked now)."""
+        signed = keys.view(np.int64).tolist()
+        if stored is None:
+            stored = self.prefetch(keys)
+        return sorted({i for k in signed for i in (*self.pending.get(k, ()), *stored.get(k, ()))})
+
+    def prefetch(self, keys: np.ndarray) -> dict[int, list[int]]:
+        """The database's entries under `keys`, in one query per 30,000 keys: lookups of a block of prompts
+        cost one round trip, valid until the next flush."""
+        signed = np.unique(keys.view(np.int64)).tolist()
+        out: dict[int, list[int]] = {}
+        for a in range(0, len(signed), 30_000):  # SQLite allows 32,766 parameters in a statement
+            part = signed[a : a + 30_000]
+            for k, i in self.db.execute(f"SELECT k, i FROM bucket WHERE k IN ({','.join('?' * len(part))})", part):
+                out.setdefault(k, []).append(i)
+        return out
+
+    def flush(self) -> None:
+        with self.db:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO bucket VALUES (?, ?)", ((k, i) for k, v in self.pending.items() for i in v)
+            )
+        self.pending, self.size = {}, 0
+
+    def close(self) -> None:
+        self.db.close()
+        self._dir.cleanup()
+
+    def __enter__(self) -> BucketIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def near_duplicates(
     rows: Sequence[dict],
     key: str = "problem",
@@ -198,51 +298,111 @@ def near_duplicates(
     id_key: str = "id",
     same_numbers: bool = True,
 ) -> dict[int, tuple[int, float]]:
-    """Row index -> (first row of the earlier kept prompt, Jaccard similarity) for near-duplicate prompts.
+    """Row index -> (first row of the earlier kept prompt, Jaccard similarity) for near-duplicate prompts
+    (find_duplicates with near=True over the distinct prompts of `rows`). Includes exact duplicates
+    (similarity 1.0). Deterministic: stable hashes and row order only."""
+    return _over_rows(
+        rows, key, id_key, exact=False, near=True, threshold=threshold, ngram=ngram, num_perm=num_perm, seed=seed,
+        same_numbers=same_numbers,
+    )  # fmt: skip
 
-    Shingles are character `ngram`-grams of the normalized text: math problems are short (30-100 words),
-    and a one-word rewording changes up to 5 of ~40 word 5-grams (Jaccard ~0.75, missed at 0.8) but only
-    ~10 of ~250 character 5-grams (~0.92). Candidates come from LSH bands over `num_perm` MinHash values
-    and are kept only when the exact Jaccard of the shingle sets is >= `threshold` (no false positives
-    from the sketch). With `same_numbers`, the two problems must also hold the same numbers in the same order.
-    Includes exact duplicates (similarity 1.0). Deterministic: stable hashes and row order only."""
-    if not 0.0 < threshold <= 1.0:
+
+def find_duplicates(
+    texts: Iterable[str],
+    fetch: Callable[[int], str],
+    exact: bool = True,
+    near: bool = True,
+    threshold: float = 0.8,
+    ngram: int = 5,
+    num_perm: int = 128,
+    seed: int = 0,
+    same_numbers: bool = True,
+    folder: str | Path | None = None,
+) -> dict[int, tuple[int, float]]:
+    """Prompt index -> (index of the earlier prompt it duplicates, similarity), over distinct prompts given
+    in order; `fetch(i)` returns the text of prompt i again (a candidate's text is re-read, not kept).
+
+    exact: equal after `normalize` -> (the first prompt with that text, 1.0); it takes precedence.
+    near: shingles are character `ngram`-grams of the normalized text: math problems are short (30-100
+    words), and a one-word rewording changes up to 5 of ~40 word 5-grams (Jaccard ~0.75, missed at 0.8) but
+    only ~10 of ~250 character 5-grams (~0.92). Candidates come from LSH bands over `num_perm` MinHash values
+    and are kept only when the exact Jaccard of the shingle sets is >= `threshold` (no false positives from
+    the sketch). Greedy in order: a prompt is a duplicate of the EARLIEST earlier KEPT prompt it matches. With
+    `same_numbers`, the two problems must also hold the same numbers in the same order.
+    Memory does not grow with the number of prompts beyond the result: the buckets live in SQLite files in
+    `folder` (default: the system's temporary folder), removed at the end."""
+    if near and not 0.0 < threshold <= 1.0:
         raise DistillError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
     if ngram < 1 or num_perm < 1:
         raise DistillError("near-duplicate ngram and num_perm must be at least 1")
-    firsts, members = _prompts(rows, id_key)
     seeds = _seeds(num_perm, seed)
-    bands, r = lsh_params(threshold, num_perm)
-    tables: list[dict[bytes, list[int]]] = [defaultdict(list) for _ in range(bands)]
-    kept: dict[int, np.ndarray] = {}
+    bands, r = lsh_params(threshold, num_perm) if near else (0, 0)
     dups: dict[int, tuple[int, float]] = {}
-    for first in firsts:
-        norm = normalize(_text(rows[first], key))
-        if not norm:
-            continue
-        sh = shingles(norm, ngram)
-        nums = _numbers(norm) if same_numbers else ()
-        sig = minhash(sh, seeds)
-        # With same_numbers, the numbers join each bucket key: templated prompts ("A train travels 60 km ...")
-        # that differ only in their numbers never share a bucket, so their candidate lists stay short and
-        # a million of them costs linear time instead of a scan over every earlier variant.
-        suffix = repr(nums).encode() if same_numbers else b""
-        keys = [sig[b * r : (b + 1) * r].tobytes() + suffix for b in range(bands)]
-        candidates = sorted({c for b, k in enumerate(keys) for c in tables[b].get(k, ())})
-        match = None
-        for c in candidates:  # earliest kept prompt that really is similar
-            sim = jaccard(sh, kept[c])  # same numbers already: they are part of every bucket key
-            if sim >= threshold:
-                match = (c, round(sim, 4))
-                break
-        if match is not None:
-            for i in members[first]:
-                dups[i] = match
-            continue
-        kept[first] = sh
-        for b, k in enumerate(keys):
-            tables[b][k].append(first)
+    with BucketIndex(folder) as firsts, BucketIndex(folder) as buckets:
+        block: list[tuple[int, str]] = []
+
+        def run_block() -> None:
+            # keys of the whole block first, so each index answers the block in one query
+            work = []
+            for p, text in block:
+                norm = normalize(text)
+                if not norm:
+                    continue
+                digest = _digest64(norm) if exact else None
+                sh = keys = None
+                if near:
+                    sh = shingles(norm, ngram)
+                    # With same_numbers, the numbers salt every bucket key: templated prompts ("A train travels
+                    # 60 km ...") that differ only in their numbers never share a bucket, so their candidate
+                    # lists stay short and a million of them cost linear time, not a comparison with each other.
+                    salt = _numbers_salt(norm) if same_numbers else 0
+                    keys = band_keys(minhash(sh, seeds), bands, r, salt)
+                work.append((p, norm, digest, sh, keys))
+            if not work:
+                return
+            known = firsts.prefetch(np.concatenate([w[2] for w in work])) if exact else {}
+            stored = buckets.prefetch(np.concatenate([w[4] for w in work])) if near else {}
+            for p, norm, digest, sh, keys in work:
+                if exact:
+                    same = next((c for c in firsts.lookup(digest, known) if normalize(fetch(c)) == norm), None)
+                    if same is not None:
+                        dups[p] = (same, 1.0)
+                        continue
+                    firsts.add(digest, p)
+                if not near:
+                    continue
+                match = None
+                for c in buckets.lookup(keys, stored):  # earliest kept prompt that really is similar
+                    c_norm = normalize(fetch(c))
+                    if same_numbers and _numbers(c_norm) != _numbers(norm):  # a 64-bit key collision
+                        continue
+                    sim = jaccard(sh, shingles(c_norm, ngram))
+                    if sim >= threshold:
+                        match = (c, round(sim, 4))
+                        break
+                if match is not None:
+                    dups[p] = match
+                else:
+                    buckets.add(keys, p)
+            firsts.flush_if_full()
+            buckets.flush_if_full()
+
+        for p, text in enumerate(texts):
+            block.append((p, text))
+            if len(block) == 1024:
+                run_block()
+                block.clear()
+        run_block()
     return dups
+
+
+def _digest64(norm: str) -> np.ndarray:
+    return np.frombuffer(hashlib.blake2b(norm.encode("utf-8", "surrogatepass"), digest_size=8).digest(), np.uint64)
+
+
+def _numbers_salt(normalized: str) -> int:
+    digest = hashlib.blake2b("\x00".join(_numbers(normalized)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -22,10 +22,12 @@ DIR/report.md (readable tables) and the config.
 
 At scale. The input is read once, a row at a time; stages 1-4 run in worker processes (one per core) on
 chunks of rows, verification in its own pool of workers, and only compact state spans rows: a reason per
-rejected row is written out at once, and what the cross-row steps need is kept per prompt (its first
-problem text for dedup) or per verified row (id, sample, length, verdict, for selection). The rows that
+rejected row is written out at once; each prompt's first problem text goes to a file (prompts.jsonl) that
+dedup streams and reads back by byte offset, its LSH buckets in a SQLite file (dedup.BucketIndex); an 8-byte
+hash per prompt id marks the prompts already written, and the report counts prompts from 8-byte hashes per
+row. Selection, when asked for, keeps a few facts per verified row (id, sample, length, verdict). The rows that
 reached verification are written to a work file and read back once when the cross-row decisions are known.
-Memory does not grow with trace length.
+Memory does not grow with trace length, and by a few bytes per row with their number (bench/scale.py).
 
 Sharding: `--shard i/N` filters the rows whose prompt id hashes to i (all samples of a prompt land in one
 shard, so per-prompt selection is exact within it) and leaves out dedup, the one step across prompts; it
@@ -36,17 +38,21 @@ one-shard case of the same two steps, so N shards plus a merge keep exactly the 
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import json
 import os
 import tempfile
 import time
 import zlib
+from array import array
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from distill.common import config as config_mod
@@ -383,8 +389,10 @@ def filter_shard(cfg: FilterConfig, src: Path, dest: Path, benchmarks: list, sha
         cfg.max_foreign_share, keywords, index, cfg.decontam_ngram,
     )  # fmt: skip
     workers = cfg.workers or os.cpu_count() or 1
-    first_of: dict[str, int] = {}  # prompt id -> its first row that passed stages 1-4 (dedup's order)
+    # prompts already in PROMPTS (their first row that passed stages 1-4: dedup's order), by 8-byte id hash
+    written: set[int] = set()
     view: list[dict] = []  # selection's compact facts per verified row
+    selecting = cfg.min_pass_rate > 0.0 or cfg.max_pass_rate < 1.0 or bool(cfg.max_per_prompt)
     work = dest / ".verified.jsonl.tmp"  # rows that reached verification, with their verdicts
     rejected_tmp = dest / (REJECTED + ".tmp")
     bar = tqdm(desc="filter", unit="row", dynamic_ncols=True, mininterval=1.0)
@@ -407,7 +415,8 @@ def filter_shard(cfg: FilterConfig, src: Path, dest: Path, benchmarks: list, sha
             for (n, row), verdict in zip(batch, _verify_batch(cfg, batch, tally), strict=True):
                 row.update(correct=verdict.correct, verify_reason=verdict.reason, extracted=verdict.extracted)
                 verified.write(json.dumps({"_row": n, **row}, ensure_ascii=False) + "\n")
-                view.append(_selection_facts(n, row, cfg))
+                if selecting:  # selection's facts are the one per-row state: kept only when selection is on
+                    view.append(_selection_facts(n, row, cfg))
             batch.clear()
 
         def take(chunk: list[tuple[int, dict]], results: tuple) -> None:
@@ -449,9 +458,9 @@ def filter_shard(cfg: FilterConfig, src: Path, dest: Path, benchmarks: list, sha
             bar.set_postfix_str(stage_rates(tally), refresh=False)
 
         def _alive(n: int, row: dict) -> None:
-            pid = str(row["id"])
-            if pid not in first_of:
-                first_of[pid] = n
+            pid, key = str(row["id"]), _id_hash(row["id"])
+            if key not in written:
+                written.add(key)
                 prompts.write(json.dumps({"row": n, "id": pid, "problem": row["problem"]}, ensure_ascii=False) + "\n")
             batch.append((n, row))
             if len(batch) >= VERIFY_BATCH:
@@ -614,6 +623,58 @@ def _shard_report(tally: Tally, cfg: FilterConfig, benchmarks: list, shard, seco
 # Merge: dedup across prompts, then the final outputs
 
 
+class PromptFiles:
+    """The shards' prompts files read as one list in row order, without holding it: `texts()` streams the
+    problems (a k-way merge of the files, each already in row order) and records each prompt's file and byte
+    offset (10 bytes a prompt), so `text(i)` and `id(i)` read prompt i back when dedup needs it again."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.files = [open(p, "rb") for p in paths]  # noqa: SIM115 - closed by close()/__exit__
+        self.where_file, self.where_offset = array("h"), array("q")
+
+    def _lines(self, f: int) -> Iterator[tuple[int, int, int, str]]:
+        handle, offset = self.files[f], 0
+        for line in iter(handle.readline, b""):
+            row = json.loads(line)
+            yield row["row"], f, offset, row["problem"]
+            offset += len(line)
+
+    def texts(self) -> Iterator[str]:
+        for _, f, offset, problem in heapq.merge(*(self._lines(f) for f in range(len(self.files)))):
+            self.where_file.append(f)
+            self.where_offset.append(offset)
+            yield problem
+
+    def _row(self, i: int) -> dict:
+        handle = self.files[self.where_file[i]]
+        back = handle.tell()
+        handle.seek(self.where_offset[i])
+        row = json.loads(handle.readline())
+        handle.seek(back)  # the merge is still reading this file
+        return row
+
+    def text(self, i: int) -> str:
+        return self._row(i)["problem"]
+
+    def id(self, i: int) -> str:
+        return str(self._row(i)["id"])
+
+    def __enter__(self) -> PromptFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self.files:
+            handle.close()
+
+
+def _id_hash(pid: object) -> int:
+    return int.from_bytes(hashlib.blake2b(str(pid).encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+
+
+def _distinct(hashes: array) -> int:
+    return int(np.unique(np.frombuffer(hashes, dtype=np.uint64)).size) if hashes else 0
+
+
 def merge(cfg: FilterConfig, shards: list[Path], out: Path, source: str) -> dict:
     """Dedup over every shard's prompts in input order (the same algorithm one run applies), then kept and
     rejected rows with their final reasons, report.json and report.md in `out`."""
@@ -624,21 +685,22 @@ def merge(cfg: FilterConfig, shards: list[Path], out: Path, source: str) -> dict
             raise DistillError(f"{d} is not a `distill filter --shard` output (no {PROMPTS} or report.json)")
         reports.append(json.loads((d / "report.json").read_text()))
     dup_of: dict[str, tuple[str, float]] = {}
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     if cfg.dedup != "none":
-        reps = sorted((p for d in shards for p in read_jsonl(d / PROMPTS)), key=lambda p: p["row"])
-        dups = {k: (v, 1.0) for k, v in dedup.exact_duplicates(reps).items()}
-        if cfg.dedup == "near":
-            for k, v in dedup.near_duplicates(reps, threshold=cfg.dedup_threshold).items():
-                dups.setdefault(k, v)
-        dup_of = {str(reps[k]["id"]): (str(reps[v]["id"]), sim) for k, (v, sim) in dups.items()}
+        with PromptFiles([d / PROMPTS for d in shards]) as reps:
+            found = dedup.find_duplicates(
+                reps.texts(), reps.text, exact=True, near=cfg.dedup == "near", threshold=cfg.dedup_threshold,
+                folder=out,
+            )  # fmt: skip
+            dup_of = {reps.id(k): (reps.id(v), sim) for k, (v, sim) in found.items()}
     dedup_seconds = time.monotonic() - t0
-    out.mkdir(parents=True, exist_ok=True)
     counts = {"dedup": Counter()}
     taken: dict[str, Counter] = {"verify": Counter(), "selection": Counter()}  # rejections dedup takes over
     by_level: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     by_domain: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    solved: dict[str, bool] = {}
+    # distinct prompts, and those with a kept sample: 8-byte hashes of the ids, 8 bytes a row, counted at the end
+    all_ids, kept_ids = array("Q"), array("Q")
     reasons: Counter = Counter()
     kept_n = rejected_n = 0
     with (
@@ -674,8 +736,10 @@ def merge(cfg: FilterConfig, shards: list[Path], out: Path, source: str) -> dict
                     for table, key in ((by_level, lvl), (by_domain, dom)):
                         table[key][0] += ok
                         table[key][1] += 1
-                    pid = str(row.get("id"))
-                    solved[pid] = solved.get(pid, False) or ok
+                    pid = _id_hash(row.get("id"))
+                    all_ids.append(pid)
+                    if ok:
+                        kept_ids.append(pid)
     for name in (KEPT, REJECTED):
         (out / (name + ".tmp")).replace(out / name)
     stages = _merge_stages(reports, counts["dedup"], dedup_seconds, cfg, taken)
@@ -685,8 +749,8 @@ def merge(cfg: FilterConfig, shards: list[Path], out: Path, source: str) -> dict
         "kept": kept_n,
         "rejected": rejected_n,
         "pass_rate": kept_n / total if total else 0.0,
-        "prompts": len(solved),
-        "prompts_with_a_kept_sample": sum(solved.values()),
+        "prompts": _distinct(all_ids),
+        "prompts_with_a_kept_sample": _distinct(kept_ids),
         "reject_reasons": dict(reasons.most_common()),
         "by_domain": {k: {"kept": v[0], "total": v[1], "pass_rate": v[0] / v[1]} for k, v in sorted(by_domain.items())},
         "pass_rate_by_level": {

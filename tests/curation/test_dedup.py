@@ -6,11 +6,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from distill.common.errors import DistillError
 from distill.curation import dedup
 from distill.curation.dedup import (
+    BucketIndex,
     Contamination,
     exact_duplicates,
     load_benchmark_problems,
@@ -223,3 +225,24 @@ def test_load_benchmark_problems_errors(monkeypatch):
         load_benchmark_problems(["builtin"])
     [(name, problems)] = load_benchmark_problems(["builtin"], num=5)
     assert name == "builtin" and len(problems) == 5
+
+
+def test_bucket_index_finds_what_a_dict_of_lists_finds_across_flushes(tmp_path):
+    rng = np.random.default_rng(0)
+    index, naive = BucketIndex(tmp_path, buffer=50), {}
+    pool = rng.integers(0, 2**63, size=300, dtype=np.uint64)  # keys repeat: buckets with several members
+    for i in range(400):
+        keys = rng.choice(pool, size=4)
+        want = sorted({j for k in keys.tolist() for j in naive.get(k, ())})
+        assert index.lookup(keys) == want, i
+        index.add(keys, i)
+        index.flush_if_full()
+        for k in keys.tolist():
+            naive.setdefault(k, []).append(i)
+    (stored,) = index.db.execute("SELECT COUNT(*) FROM bucket").fetchone()
+    distinct = {(k, i) for k, members in naive.items() for i in members}
+    waiting = {(k % 2**64, i) for k, members in index.pending.items() for i in members}  # keys stored signed
+    assert index.size < 50 and waiting <= distinct  # all on disk but the last few, waiting in the buffer
+    assert stored == len(distinct - waiting) > 1500
+    index.close()
+    assert list(tmp_path.iterdir()) == []  # the temporary database is gone
