@@ -2,6 +2,8 @@
 # The whole pipeline on the embedded models, on CPU, as a user would run it (`make demo`):
 #   serve the teacher -> generate traces -> eval the teacher -> filter -> eval the untrained student
 #   -> train the student on the kept traces -> eval the trained student.
+# Every model is evaluated on two held-out splits: `builtin` (new numbers in the train split's stories) and
+# `builtin-unseen` (stories the train split never uses: does the reasoning carry over?).
 # Knobs (environment): RUN (output folder), PROMPTS, SAMPLES, MAX_TOKENS, EVAL_PROMPTS, EPOCHS, PORT.
 set -euo pipefail
 
@@ -26,6 +28,7 @@ done_() { [ -f "$1" ]; }
 
 # One teacher server for both generate and the teacher's eval (each vLLM start costs ~80 s on CPU).
 if ! done_ "$RUN/gen/summary.json" || ! done_ "$RUN/eval-teacher/results.json" \
+   || ! done_ "$RUN/eval-teacher-unseen/results.json" \
    || [ "$(python -c "import json;s=json.load(open('$RUN/gen/summary.json'));print(int(bool(s['failed'] or s.get('interrupted'))))")" != "0" ]; then
   distill serve --model embedded:teacher --port "$PORT" >"$RUN/serve-teacher.log" 2>&1 &
   server=$!
@@ -40,6 +43,9 @@ if ! done_ "$RUN/gen/summary.json" || ! done_ "$RUN/eval-teacher/results.json" \
   done_ "$RUN/eval-teacher/results.json" ||
     distill eval --server-url "http://127.0.0.1:$PORT" --model embedded:teacher --output "$RUN/eval-teacher" \
       --num-prompts "$EVAL_PROMPTS" --max-tokens "$MAX_TOKENS"
+  done_ "$RUN/eval-teacher-unseen/results.json" ||
+    distill eval --server-url "http://127.0.0.1:$PORT" --model embedded:teacher --tasks builtin-unseen \
+      --output "$RUN/eval-teacher-unseen" --num-prompts "$EVAL_PROMPTS" --max-tokens "$MAX_TOKENS"
   kill $server; wait $server 2>/dev/null || true
   trap - EXIT
 fi
@@ -47,28 +53,37 @@ fi
 # shellcheck disable=SC2086
 done_ "$RUN/filtered/report.json" || distill filter "$RUN/gen" --output "$RUN/filtered" \
   ${DECONTAM_SKIP:+--decontam-skip $DECONTAM_SKIP}
-done_ "$RUN/eval-student-before/results.json" ||
-  distill eval --model embedded:student --output "$RUN/eval-student-before" \
-    --num-prompts "$EVAL_PROMPTS" --max-tokens "$MAX_TOKENS"
+for split in builtin builtin-unseen; do
+  suffix=$([ $split = builtin ] && echo "" || echo "-unseen")
+  done_ "$RUN/eval-student-before$suffix/results.json" ||
+    distill eval --model embedded:student --tasks $split --output "$RUN/eval-student-before$suffix" \
+      --num-prompts "$EVAL_PROMPTS" --max-tokens "$MAX_TOKENS"
+done
 done_ "$RUN/student/train_metrics.json" || distill train --size tiny --data "$RUN/filtered" --output "$RUN/student" \
   --set num_train_epochs="$EPOCHS"
-done_ "$RUN/eval-student-after/results.json" ||
-  distill eval --model "$RUN/student" --output "$RUN/eval-student-after" \
-    --num-prompts "$EVAL_PROMPTS" --max-tokens "$MAX_TOKENS"
+for split in builtin builtin-unseen; do
+  suffix=$([ $split = builtin ] && echo "" || echo "-unseen")
+  done_ "$RUN/eval-student-after$suffix/results.json" ||
+    distill eval --model "$RUN/student" --tasks $split --output "$RUN/eval-student-after$suffix" \
+      --num-prompts "$EVAL_PROMPTS" --max-tokens "$MAX_TOKENS"
+done
 
 python - "$RUN" "$(( $(date +%s) - start ))" <<'PY'
 import json, sys
 run, seconds = sys.argv[1], int(sys.argv[2])
 load = lambda p: json.load(open(f"{run}/{p}"))
 gen, rep = load("gen/summary.json"), load("filtered/report.json")
-t, b, a = (load(f"eval-{w}/results.json") for w in ("teacher", "student-before", "student-after"))
+res = {(w, s): load(f"eval-{w}{s}/results.json") for w in ("teacher", "student-before", "student-after") for s in ("", "-unseen")}
+cell = lambda r: f"{r['pass@1']:.3f} ± {r['pass@1_stderr']:.3f} ({r['correct']}/{r['n']})"
 print()
 print("=== distill demo ===")
 print(f"generation:            {gen['written'] + gen['already_done']} traces, {gen['tokens_per_s']:.0f} generated tokens/s")
 print(f"kept traces:           {rep['kept']}/{rep['total']} ({rep['pass_rate']:.1%})")
-for name, r in (("teacher", t), ("student before", b), ("student after", a)):
-    print(f"{name + ' pass@1:':<23}{r['pass@1']:.3f} ({r['correct']}/{r['n']}) on the built-in held-out split")
+print(f"{'pass@1 ± stderr':<23}{'builtin (held-out)':<26}builtin-unseen (new stories)")
+for name, w in (("teacher", "teacher"), ("student before", "student-before"), ("student after", "student-after")):
+    print(f"{name:<23}{cell(res[(w, '')]):<26}{cell(res[(w, '-unseen')])}")
 print(f"wall time:             {seconds // 60} min {seconds % 60} s")
+b, a = res[("student-before", "")], res[("student-after", "")]
 if a["pass@1"] <= b["pass@1"]:
     print("training did not improve the student on this run: try more prompts (PROMPTS) or samples (SAMPLES)")
 PY
