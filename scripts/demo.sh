@@ -4,7 +4,8 @@
 #   -> train the student on the kept traces -> eval the trained student.
 # Every model is evaluated on two held-out splits: `builtin` (new numbers in the train split's stories) and
 # `builtin-unseen` (stories the train split never uses: does the reasoning carry over?).
-# Knobs (environment): RUN (output folder), PROMPTS, SAMPLES, MAX_TOKENS, EVAL_PROMPTS, EPOCHS, PORT.
+# Knobs (environment): RUN (output folder), PROMPTS, SAMPLES, MAX_TOKENS, EVAL_PROMPTS, EPOCHS, PORT,
+# SYSTEM_PROMPT (the teacher's system message when it writes traces; the trained student is evaluated with it).
 set -euo pipefail
 
 RUN=${RUN:-runs/demo}
@@ -14,6 +15,7 @@ MAX_TOKENS=${MAX_TOKENS:-1024}
 EVAL_PROMPTS=${EVAL_PROMPTS:-150}
 EPOCHS=${EPOCHS:-1}  # one pass over the kept traces: ~45 steps of ~20-40 s on 2 cores (the tiny recipe says 2)
 PORT=${PORT:-8311}
+SYSTEM_PROMPT=${SYSTEM_PROMPT:-}
 # Decontamination fails closed: a benchmark it cannot load is an error unless named here. Offline (the
 # Makefile sets HF_HUB_OFFLINE=1) the Hub benchmarks cannot be loaded; GSM8K and the sample set ship in data/.
 if [ "${HF_HUB_OFFLINE:-0}" = "1" ]; then
@@ -39,7 +41,7 @@ if ! done_ "$RUN/gen/summary.json" || ! done_ "$RUN/eval-teacher/results.json" \
     sleep 2
   done
   distill generate --server-url "http://127.0.0.1:$PORT" --output "$RUN/gen" \
-    --num-prompts "$PROMPTS" --num-samples "$SAMPLES" --max-tokens "$MAX_TOKENS"
+    --num-prompts "$PROMPTS" --num-samples "$SAMPLES" --max-tokens "$MAX_TOKENS" --system-prompt "$SYSTEM_PROMPT"
   done_ "$RUN/eval-teacher/results.json" ||
     distill eval --server-url "http://127.0.0.1:$PORT" --model embedded:teacher --output "$RUN/eval-teacher" \
       --num-prompts "$EVAL_PROMPTS" --max-tokens "$MAX_TOKENS"
