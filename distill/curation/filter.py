@@ -629,14 +629,28 @@ class PromptFiles:
     offset (10 bytes a prompt), so `text(i)` and `id(i)` read prompt i back when dedup needs it again."""
 
     def __init__(self, paths: list[Path]) -> None:
-        self.files = [open(p, "rb") for p in paths]  # noqa: SIM115 - closed by close()/__exit__
+        self.paths = paths
+        self.files: list = []
+        try:
+            for p in paths:
+                self.files.append(open(p, "rb"))  # noqa: SIM115 - closed by __exit__
+        except OSError as e:
+            self.__exit__()
+            raise DistillError(f"{e.filename}: cannot be read ({e.strerror})") from e
         self.where_file, self.where_offset = array("h"), array("q")
 
     def _lines(self, f: int) -> Iterator[tuple[int, int, int, str]]:
         handle, offset = self.files[f], 0
-        for line in iter(handle.readline, b""):
-            row = json.loads(line)
-            yield row["row"], f, offset, row["problem"]
+        for number, line in enumerate(iter(handle.readline, b""), 1):
+            try:
+                row = json.loads(line)
+                item = (int(row["row"]), f, offset, str(row["problem"]))
+            except (ValueError, KeyError, TypeError) as e:
+                raise DistillError(
+                    f"{self.paths[f]}, line {number}: not a prompts line of `distill filter --shard` ({e}); "
+                    "filter that shard again"
+                ) from e
+            yield item
             offset += len(line)
 
     def texts(self) -> Iterator[str]:

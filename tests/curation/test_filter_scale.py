@@ -124,3 +124,19 @@ def test_an_oversized_row_is_rejected_with_a_reason_not_loaded_into_the_workers(
     )
     assert big["reject_reason"] == "row_too_large" and "completion" not in big and "MiB" in big["reject_detail"]
     assert report["total"] == len(rows)
+
+
+def test_a_damaged_shard_prompts_file_is_named_by_the_merge_and_nothing_is_written(tmp_path, capsys):
+    write_jsonl(tmp_path / "t.jsonl", dataset(n_prompts=6))
+    for i in range(2):
+        args = ["filter", str(tmp_path / "t.jsonl"), "--shard", f"{i}/2", "--output", str(tmp_path / f"s{i}")]
+        assert main([*args, "--decontaminate", "none"]) == 0
+    prompts = tmp_path / "s1" / "prompts.jsonl"
+    lines = prompts.read_text().splitlines()
+    prompts.write_text("\n".join([lines[0], '{"row": 3}', *lines[1:]]) + "\n")  # no problem text
+    shards = [str(tmp_path / "s0"), str(tmp_path / "s1")]
+    capsys.readouterr()  # the shard runs' progress
+    code = main(["filter", "--merge", "true", *shards, "--output", str(tmp_path / "m"), "--decontaminate", "none"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and f"{prompts}, line 2: not a prompts line" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "m" / "kept.jsonl").exists() and list((tmp_path / "m").iterdir()) == []
