@@ -70,9 +70,22 @@ def sft_pair(row: dict, where: str) -> dict:
     return {"prompt": msgs[:-1], "completion": msgs[-1:]}
 
 
-def load_sft_rows(path: str | Path, max_examples: int = 0, keep: dict[str, str] | None = None) -> list[dict]:
+def without_system(prompt: list[dict]) -> list[dict]:
+    """A prompt's turns without its system turn (--drop-system-prompt)."""
+    return [m for m in prompt if m.get("role") != "system"]
+
+
+def drop_system_turns(prompts: list[list[dict]]) -> dict:
+    """Batched map over an Arrow Dataset's prompt column: every prompt without its system turn."""
+    return {"prompt": [without_system(p) for p in prompts]}
+
+
+def load_sft_rows(
+    path: str | Path, max_examples: int = 0, keep: dict[str, str] | None = None, drop_system: bool = False
+) -> list[dict]:
     """Kept rows -> [{prompt: [...], completion: [assistant turn]}] in memory, checking each row's messages
-    (logit-kd and the rehearsal; SFT reads memory-mapped Arrow, `sft_dataset`).
+    (logit-kd and the rehearsal; SFT reads memory-mapped Arrow, `sft_dataset`); `drop_system` leaves the
+    system turns out (--drop-system-prompt).
 
     `keep` maps further keys every row must have to the error's explanation when one lacks it; their
     values are carried into the result, with `where` ("FILE, row N") for later errors."""
@@ -80,6 +93,8 @@ def load_sft_rows(path: str | Path, max_examples: int = 0, keep: dict[str, str] 
     rows = []
     for n, row in enumerate(read_jsonl(p), start=1):
         pair = sft_pair(row, f"{p}, row {n}")
+        if drop_system:
+            pair["prompt"] = without_system(pair["prompt"])
         extra = {}
         for key, why in (keep or {}).items():
             if key not in row:
@@ -676,6 +691,14 @@ def sft_dataset(cfg: TrainConfig, tokenizer: Any, max_length: int | None, seed: 
                 )
             with progress_bars(file.is_file() and file.stat().st_size >= QUIET_BYTES):
                 ds = load_kept(src.path, cache, limit_procs, 0 if mixture else cfg.max_examples)
+                if cfg.drop_system_prompt:
+                    ds = ds.map(
+                        drop_system_turns,
+                        batched=True,
+                        input_columns=["prompt"],
+                        num_proc=data_procs(len(ds), limit_procs),
+                        desc=f"System turns out of {file}",
+                    )
                 ds = ds.map(
                     token_lengths,
                     batched=True,

@@ -252,6 +252,11 @@ class TrainConfig:
         "", "attention kernel on GPU, e.g. flash_attention_2 ('' = transformers' default)"
     )
     max_examples: int = option(0, "use at most this many training rows (0: all)")
+    drop_system_prompt: bool = option(
+        False,
+        "train on each row without its system turn: an instruction the teacher needed to write the traces (e.g. "
+        "'be brief') that the student should follow by default; `distill eval` then asks the student without one",
+    )
     # Chat template and the token that ends an assistant turn
     chat_template: str = option(
         "",

@@ -65,12 +65,12 @@ KD_COLUMNS = ("kd_ids", "kd_logprobs", "kd_valid")
 SCALED_LOGITS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
 
-def load_kd_rows(path: str | Path, max_examples: int = 0) -> list[dict]:
+def load_kd_rows(path: str | Path, max_examples: int = 0, drop_system: bool = False) -> list[dict]:
     """Kept rows as for SFT, each with its `teacher_logprobs` (from `distill generate --logprobs K`), the
     answer's `text` and `where` ("FILE, row N") for errors found later."""
 
     why = "logit distillation needs traces made with `distill generate --logprobs K` (then filtered); or train with --method sft"
-    rows = load_sft_rows(path, max_examples, keep={"teacher_logprobs": why})
+    rows = load_sft_rows(path, max_examples, keep={"teacher_logprobs": why}, drop_system=drop_system)
     for r in rows:
         r["text"] = r["completion"][0]["content"]
     return rows
@@ -240,7 +240,7 @@ def prepare(cfg: TrainConfig) -> Any:
     if cfg.lora.load_in_4bit:
         raise DistillError("--method logit-kd does not train QLoRA (4-bit) students yet: drop --load-in-4bit")
     resume_from = checks_before_loading(cfg)
-    rows = load_kd_rows(cfg.data, cfg.max_examples)
+    rows = load_kd_rows(cfg.data, cfg.max_examples, cfg.drop_system_prompt)
 
     out = Path(cfg.output)  # written only when the trained model is saved
     given = [k for k in ("packing", "padding_free") if cfg.sft.get(k)]

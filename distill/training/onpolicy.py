@@ -73,6 +73,7 @@ from distill.training.base import (
     lora_config,
     prompt_length,
     training_args,
+    without_system,
 )
 from distill.training.config import TrainConfig
 from distill.training.kd_losses import gather_token_logprobs, sampled_reverse_kl_loss, topk_generalized_jsd
@@ -161,10 +162,10 @@ def load_prompt_rows(cfg: TrainConfig) -> list[dict]:
         msgs = row.get("messages")
         if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) for m in msgs):
             raise DistillError(f"{p}, row {n}: 'messages' must be a list of chat turns")
-        if msgs[-1].get("role") == "assistant":
-            out.append({"prompt": msgs[:-1], "completion": str(msgs[-1].get("content") or "")})
-        else:
-            out.append({"prompt": msgs, "completion": None})
+        prompt = msgs[:-1] if msgs[-1].get("role") == "assistant" else msgs
+        prompt = without_system(prompt) if cfg.drop_system_prompt else prompt
+        answer = str(msgs[-1].get("content") or "") if msgs[-1].get("role") == "assistant" else None
+        out.append({"prompt": prompt, "completion": answer})
         if cfg.max_examples and len(out) >= cfg.max_examples:
             break
     if not out:

@@ -233,7 +233,7 @@ def rows_for_checks(cfg: TrainConfig) -> list[dict]:
     without answers, e.g. --data builtin)."""
     if cfg.data == "builtin":
         return []
-    return load_sft_rows(cfg.data, cfg.max_examples)
+    return load_sft_rows(cfg.data, cfg.max_examples, drop_system=cfg.drop_system_prompt)
 
 
 def run(cfg: TrainConfig, args: Any, train_fn: Callable[[TrainConfig], dict]) -> int:

@@ -17,7 +17,7 @@ from distill.common import config as C
 from distill.common.errors import DistillError
 from distill.common.records import write_jsonl
 from distill.common.resources import recipe_for
-from distill.training import base, modelcard, train
+from distill.training import base, modelcard, onpolicy, train
 from distill.training.config import TrainConfig, data_sources
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,6 +190,32 @@ def test_token_lengths_are_those_trl_trains_on(tokenizer, tmp_path):
     want = [len(base.supervised_example(tokenizer, r)[0]) for r in base.load_sft_rows(tmp_path / "a")]
     assert data.dataset["length"][:] == want and data.mixture is None
     assert data.lengths.summary()["tokens"]["max"] == max(want)
+
+
+def test_drop_system_prompt_trains_without_the_system_turn_everywhere_rows_are_read(tokenizer, tmp_path):
+    rows = [row("A1", 5, system=True), row("A2", 5), row("A3", 50, system=True)]
+    write_jsonl(tmp_path / "a" / "kept.jsonl", rows)
+    kept = prepare(tokenizer, tmp_path, str(tmp_path / "a"))
+    assert [p[0]["role"] for p in kept.dataset["prompt"]] == ["system", "user", "system"]
+    assert base.system_prompt_of(kept.dataset) == "Think first."  # what eval would ask the student with
+
+    dropped = prepare(tokenizer, tmp_path, str(tmp_path / "a"), drop_system_prompt=True)
+    assert [[m["role"] for m in p] for p in dropped.dataset["prompt"]] == [["user"]] * 3
+    assert base.system_prompt_of(dropped.dataset) == ""  # eval asks the trained student without one
+    plain = [{**r, "messages": [m for m in r["messages"] if m["role"] != "system"]} for r in rows]
+    want = [len(base.supervised_example(tokenizer, r)[0]) for r in base.load_sft_rows(tmp_path / "a", drop_system=True)]
+    write_jsonl(tmp_path / "b" / "kept.jsonl", plain)
+    assert (
+        dropped.dataset["length"][:] == want == prepare(tokenizer, tmp_path, str(tmp_path / "b")).dataset["length"][:]
+    )
+    assert dropped.dataset["length"][0] != kept.dataset["length"][0]  # (SmolLM2's template adds its own default)
+    mixed = prepare(tokenizer, tmp_path, [f"{tmp_path / 'a'}:3", f"{tmp_path / 'b'}:3"], drop_system_prompt=True)
+    assert all(m["role"] != "system" for p in mixed.dataset["prompt"] for m in p)
+
+    assert [m["role"] for m in base.load_sft_rows(tmp_path / "a")[0]["prompt"]] == ["system", "user"]
+    cfg = TrainConfig(data=str(tmp_path / "a"), drop_system_prompt=True)
+    assert all(len(r["prompt"]) == 1 for r in onpolicy.load_prompt_rows(cfg))
+    assert [len(r["prompt"]) for r in onpolicy.load_prompt_rows(TrainConfig(data=str(tmp_path / "a")))] == [2, 1, 2]
 
 
 def test_the_length_policy_is_a_filter_and_applies_before_the_mixture(tokenizer, tmp_path, capsys):
