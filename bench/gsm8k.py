@@ -1,8 +1,8 @@
 """Distillation on a real benchmark: GSM8K, teacher traces on train problems -> verified -> the student, judged on
 all 1,319 test problems beside the teacher and the untrained student.
 
-    .venv/bin/python bench/gsm8k.py                          # ~70 min on 2 cores
-    .venv/bin/python bench/gsm8k.py --prompts 600 --samples 2 --run runs/gsm8k
+    .venv/bin/python bench/gsm8k.py                          # ~1 h on 2 cores
+    .venv/bin/python bench/gsm8k.py --prompts 800 --samples 4 --run runs/gsm8k-big
 
 GSM8K ships in data/gsm8k (MIT, see its README), so this runs offline. The script
   1. has the embedded teacher write --samples traces for each of the first --prompts GSM8K train problems
@@ -37,7 +37,7 @@ GSM8K = ("--dataset", str(ROOT / "data/gsm8k/train.jsonl"), "--problem-column", 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default="runs/gsm8k", help="output folder (stages found there are skipped)")
-    ap.add_argument("--prompts", type=int, default=600, help="GSM8K train problems the teacher answers")
+    ap.add_argument("--prompts", type=int, default=400, help="GSM8K train problems the teacher answers")
     ap.add_argument("--samples", type=int, default=2, help="teacher traces per problem")
     ap.add_argument("--max-per-prompt", type=int, default=1, help="verified traces kept per problem (0: all)")
     ap.add_argument("--epochs", type=float, default=1)
