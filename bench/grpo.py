@@ -28,6 +28,24 @@ from bench._stages import distill  # noqa: E402
 from distill.common.config import load_yaml  # noqa: E402
 
 
+def completion_cap(recipe: dict) -> int:
+    """The recipe's max_completion_length (top level or under grpo:), TRL's default 256 when unset."""
+    return int(recipe.get("max_completion_length") or (recipe.get("grpo") or {}).get("max_completion_length") or 256)
+
+
+def held_out_eval_args(recipe: dict, trained: Path, out: Path, prompts: int) -> list[str]:
+    """`distill eval` arguments that score the recipe's starting model and the GRPO output on the built-in
+    test split at the recipe's levels, with its prompt template, system prompt and completion cap, greedy."""
+    template = recipe.get("prompt_template") or ""
+    return [
+        "eval", "--model", str(recipe.get("model") or "embedded:teacher"), str(trained), "--tasks", "builtin",
+        "--levels", *[str(x) for x in recipe.get("levels") or [1, 2]], "--num-prompts", str(prompts),
+        "--max-tokens", str(completion_cap(recipe)), "--temperature", "0",
+        "--system-prompt", str(recipe.get("system_prompt") or ""), "--output", str(out),
+        *(["--prompt-template", template] if template else []),
+    ]  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="recipes/grpo/tiny-cpu.yaml", help="the GRPO recipe")
@@ -44,24 +62,18 @@ def main() -> None:
     rewards_file = grpo_out / "rewards.json"  # written while training with "running": true, then final
     if not rewards_file.is_file() or json.loads(rewards_file.read_text()).get("running"):
         distill("grpo", "grpo", "--config", args.config, "--output", str(grpo_out))
-    start = recipe.get("model", "embedded:teacher")
-    template = recipe.get("prompt_template") or ""
-    cap = int(recipe.get("max_completion_length") or (recipe.get("grpo") or {}).get("max_completion_length") or 256)
-    levels = [str(x) for x in recipe.get("levels") or [1, 2]]
     evals = run / "eval"
     if not (evals / "comparison.json").is_file():
-        distill(
-            "grpo", "eval", "--model", start, str(grpo_out), "--tasks", "builtin", "--levels", *levels,
-            "--num-prompts", str(args.eval_prompts), "--max-tokens", str(cap), "--temperature", "0",
-            "--system-prompt", str(recipe.get("system_prompt") or ""), "--output", str(evals),
-            *(["--prompt-template", template] if template else []),
-        )  # fmt: skip
+        distill("grpo", *held_out_eval_args(recipe, grpo_out, evals, args.eval_prompts))
     comparison = json.loads((evals / "comparison.json").read_text())
     before, after = comparison["models"]
     paired = comparison["paired"][0]
     rewards = json.loads(rewards_file.read_text())
     print()
-    print(f"held-out (builtin test, levels {' '.join(levels)}, {before['n']} problems, greedy, {cap} tokens):")
+    print(
+        f"held-out (builtin test, levels {recipe.get('levels') or [1, 2]}, {before['n']} problems, "
+        f"greedy, {completion_cap(recipe)} tokens):"
+    )
     for name, s in (("before GRPO", before), ("after GRPO", after)):
         print(f"  {name:<12} pass@1 {s['pass@1']:.3f} ± {s['pass@1_stderr']:.3f} ({s['correct']}/{s['n']})")
     print(
