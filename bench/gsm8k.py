@@ -10,7 +10,7 @@ GSM8K ships in data/gsm8k (MIT, see its README), so this runs offline. The scrip
   2. keeps the verified ones (`distill filter`; --max-per-prompt 1 keeps each problem's shortest, so the
      training budget goes to more distinct problems),
   3. trains the tiny student on them (`distill train --size tiny`, --epochs),
-  4. evaluates the teacher, then the untrained and the trained student with one `distill eval --model A B`, on
+  4. evaluates the untrained and the trained student with one `distill eval --model A B`, then the teacher, on
      every test problem with eval/gsm8k.yaml's protocol (greedy, 1,024 tokens),
 and prints pass@1 +- standard error of each and the paired difference of the two students on the same
 problems (95% bootstrap interval, problems each side wins, exact sign test). Every stage is skipped when its
@@ -62,14 +62,14 @@ def main() -> None:
     )  # fmt: skip
     common = ("--tasks", "gsm8k", "--num-prompts", str(args.eval_prompts))
     stage(
-        "eval-teacher", run / "eval-teacher/results.json", "eval", "--model", "embedded:teacher", *common,
-        "--output", str(run / "eval-teacher"),
-    )  # fmt: skip
-    stage(
         "eval-students", run / "eval-students/comparison.json", "eval", "--model", "embedded:student",
         str(run / "student"), *common, "--output", str(run / "eval-students"),
     )  # fmt: skip
 
+    stage(
+        "eval-teacher", run / "eval-teacher/results.json", "eval", "--model", "embedded:teacher", *common,
+        "--output", str(run / "eval-teacher"),
+    )  # fmt: skip
     teacher = json.loads((run / "eval-teacher/results.json").read_text())
     comparison = json.loads((run / "eval-students/comparison.json").read_text())
     before, after = comparison["models"]
