@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._stages import distill  # noqa: E402
 from distill.common.config import load_yaml  # noqa: E402
+from distill.common.errors import DistillError  # noqa: E402
 
 
 def completion_cap(recipe: dict) -> int:
@@ -53,7 +54,10 @@ def main() -> None:
     ap.add_argument("--eval-prompts", type=int, default=150, help="held-out problems")
     args = ap.parse_args()
 
-    recipe = load_yaml(Path(args.config))
+    try:
+        recipe = load_yaml(Path(args.config))
+    except DistillError as e:
+        raise SystemExit(f"[grpo] {e}") from None
     if recipe.get("dataset", "builtin") != "builtin":
         raise SystemExit(f"{args.config}: this bench evaluates on the built-in test split; the recipe trains on "
                          f"{recipe.get('dataset')!r}")  # fmt: skip
