@@ -435,15 +435,21 @@ def run_one(cfg: EvalConfig, bench: Benchmark) -> dict:
     write_jsonl(out / "samples.jsonl", rows)
     write_json(out / "results.json", summary)
     config_mod.save(dataclasses.replace(cfg, **{f: proto[f] for f in proto if f != "sources"}), out)
-    extra = f" ± {summary['pass@1_stderr']:.3f}" if summary["pass@1_stderr"] is not None else ""
-    print(
-        f"[distill] eval {model_spec}: pass@1 {summary['pass@1']:.3f}{extra} ({summary['correct']}/{summary['samples']} "
-        f"samples, {k} per problem) on {bench.name}; "
-        f"by level {', '.join(f'L{lvl} {v:.2f}' for lvl, v in summary['pass@1_by_level'].items())}"
-        + "".join(f"; pass@{kk} {v:.3f}" for kk, v in summary["pass@k"].items() if int(kk) > 1),
-        flush=True,
-    )
+    print(summary_line(model_spec, summary, k, bench.name), flush=True)
     return summary
+
+
+def summary_line(model_spec: str, summary: dict, k: int, bench_name: str) -> str:
+    """The one line eval prints for a model: pass@1 ± stderr, counts, by level where the benchmark has several
+    levels (a benchmark without levels, e.g. GSM8K, puts every problem at level 0: no breakdown), pass@k > 1."""
+    extra = f" ± {summary['pass@1_stderr']:.3f}" if summary["pass@1_stderr"] is not None else ""
+    levels = summary["pass@1_by_level"]
+    return (
+        f"[distill] eval {model_spec}: pass@1 {summary['pass@1']:.3f}{extra} ({summary['correct']}/{summary['samples']} "
+        f"samples, {k} per problem) on {bench_name}"
+        + (f"; by level {', '.join(f'L{lvl} {v:.2f}' for lvl, v in levels.items())}" if len(levels) > 1 else "")
+        + "".join(f"; pass@{kk} {v:.3f}" for kk, v in summary["pass@k"].items() if int(kk) > 1)
+    )
 
 
 def check_answers(

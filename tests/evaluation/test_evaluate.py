@@ -5,7 +5,7 @@ import json
 
 from distill.common.records import read_jsonl, write_jsonl
 from distill.evaluation.config import EvalConfig
-from distill.evaluation.evaluate import run
+from distill.evaluation.evaluate import run, summary_line
 from tests.fakes import FakeOpenAI
 
 
@@ -45,6 +45,22 @@ def test_one_sample_is_plain_accuracy(tmp_path):
             EvalConfig(tasks=bench(tmp_path, 5), server_url=[server.url], output=str(tmp_path / "ev"), num_prompts=0)
         )
     assert res["pass@1"] == 1.0 and res["correct"] == 5 and res["pass@1_stderr"] == 0.0 and res["pass@k"] == {"1": 1.0}
+
+
+def test_summary_line_breaks_down_by_level_only_where_there_are_levels():
+    summary = {
+        "pass@1": 0.75, "pass@1_stderr": 0.1, "correct": 18, "samples": 24,
+        "pass@k": {"1": 0.75, "2": 1.0}, "pass@1_by_level": {"1": 0.5, "2": 1.0},
+    }  # fmt: skip
+    line = summary_line("m", summary, 4, "builtin")
+    assert line == (
+        "[distill] eval m: pass@1 0.750 ± 0.100 (18/24 samples, 4 per problem) on builtin; by level L1 0.50, L2 1.00;"
+        " pass@2 1.000"
+    )
+    flat = {**summary, "pass@1_stderr": None, "pass@k": {"1": 0.75}, "pass@1_by_level": {"0": 0.75}}  # e.g. GSM8K
+    assert (
+        summary_line("m", flat, 1, "gsm8k") == "[distill] eval m: pass@1 0.750 (18/24 samples, 1 per problem) on gsm8k"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
