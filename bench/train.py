@@ -44,7 +44,7 @@ from distill.common.models import resolve_model  # noqa: E402
 from distill.common.records import write_jsonl  # noqa: E402
 from distill.common.resources import recipe_for  # noqa: E402
 from distill.problems.tasks import builtin_problems  # noqa: E402
-from distill.training.base import load_sft_rows  # noqa: E402
+from distill.training.base import load_sft_rows, resolve_bf16  # noqa: E402
 from distill.training.config import SFT_DEFAULTS, TrainConfig  # noqa: E402
 from distill.training.sft import prepare  # noqa: E402
 from distill.training.train import sft_fields  # noqa: E402
@@ -132,6 +132,8 @@ def run_baseline(rows_file: Path, model: str, sft: dict, out: Path, name: str) -
     path = resolve_model(model)
     rows = load_sft_rows(rows_file)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    if sft.get("bf16") == "auto":  # distill's `bf16: auto`, resolved the same way for the baseline
+        sft = {**sft, "bf16": resolve_bf16(cpu=not torch.cuda.is_available())}
     dtype = torch.bfloat16 if sft.get("bf16") else torch.float32
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(path, dtype=dtype),

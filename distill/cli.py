@@ -22,7 +22,6 @@ from distill import __version__
 from distill.common import config as config_mod
 from distill.common.config import ServeConfig, load_yaml
 from distill.common.errors import DistillError
-from distill.common.resources import recipe_for
 from distill.curation.config import FilterConfig
 from distill.evaluation.config import EvalConfig, StatsConfig
 from distill.generation.config import GenerateConfig
@@ -39,49 +38,33 @@ def stage(target: str) -> Callable[..., Any]:
 # What each command does with its parsed arguments
 
 
-def run_serve(args: argparse.Namespace, passthrough: list[str]) -> int:
-    cfg = config_mod.from_args(ServeConfig, args)
-    cfg.extra_args = [*cfg.extra_args, *passthrough]
-    stage("distill.common.server:serve_forever")(cfg)
-    return 0
+def configured(cmd: Command, args: argparse.Namespace) -> Any:
+    """The command's config: defaults < its base layer (train: the size's recipe) < --config < --set < flags."""
+    base, source = {}, "recipe"
+    if cmd.base:
+        given = {**(load_yaml(args.config) if getattr(args, "config", None) else {})}
+        given.update(config_mod.parse_overrides(getattr(args, "overrides", None) or []))
+        given.update({k: v for k, v in vars(args).items() if k in ("size", "method")})
+        base, source = stage(cmd.base)(given)
+    extra = stage(cmd.extra)() if cmd.extra else None
+    return config_mod.from_args(cmd.config, args, base=base, base_source=source, extra=extra)
 
 
-def run_train(args: argparse.Namespace, passthrough: list[str]) -> int:  # noqa: ARG001
-    """The recipe of --size and --method (from the flags or the --config file) is the base layer."""
-    size, method = getattr(args, "size", None), getattr(args, "method", None)
-    if args.config:
-        given = load_yaml(args.config)
-        size, method = size or given.get("size"), method or given.get("method")
-    recipe = recipe_for(size or TrainConfig.size, str(method or TrainConfig.method).lower())
-    base = {**load_yaml(recipe), "size": size or TrainConfig.size}
-    extra = stage("distill.training.train:sft_fields")()
-    cfg = config_mod.from_args(TrainConfig, args, base=base, base_source=str(recipe), extra=extra)
-    return stage("distill.training.train:main")(cfg, args)  # trains here, or under `accelerate launch`
+def run_command(cmd: Command, args: argparse.Namespace, passthrough: list[str]) -> int:
+    """Build the config and call the stage: `target(cfg[, args.<positional>])`; its int result is the exit status."""
+    cfg = configured(cmd, args)
+    if passthrough:  # only `distill serve` takes them (main checks): vLLM's own flags after `--`
+        cfg.extra_args = [*cfg.extra_args, *passthrough]
+    fn = stage(cmd.target)
+    result = fn(cfg, *[getattr(args, p) for p, _ in cmd.positional])
+    return result if isinstance(result, int) else 0
 
 
-def run_grpo(args: argparse.Namespace, passthrough: list[str]) -> int:  # noqa: ARG001
-    cfg = config_mod.from_args(GrpoConfig, args, extra=stage("distill.training.grpo:grpo_fields")())
-    stage("distill.training.grpo:run")(cfg)
-    return 0
-
-
-def run_push(args: argparse.Namespace, passthrough: list[str]) -> int:  # noqa: ARG001
+def run_push(args: argparse.Namespace) -> int:
     push = stage("distill.common.hub:push_dataset")
     url = push(args.folder, args.repo_id, private=args.private, revision=args.revision)
     print(f"[distill] pushed {args.folder} to {url}", flush=True)
     return 0
-
-
-def simple(config: type, target: str, positional: str = "") -> Callable[[argparse.Namespace, list[str]], int]:
-    """A command that builds `config` from the flags and calls `target(cfg[, args.<positional>])`."""
-
-    def run(args: argparse.Namespace, passthrough: list[str]) -> int:  # noqa: ARG001
-        cfg = config_mod.from_args(config, args)
-        fn = stage(target)
-        fn(cfg, getattr(args, positional)) if positional else fn(cfg)
-        return 0
-
-    return run
 
 
 def push_arguments(p: argparse.ArgumentParser) -> None:
@@ -105,23 +88,24 @@ def plan_arguments(p: argparse.ArgumentParser) -> None:
 class Command:
     help: str
     config: type | None  # its flags come from this dataclass
-    run: Callable[[argparse.Namespace, list[str]], int]
+    target: str = ""  # "module:function" called with the config (and the positionals)
     positional: tuple[tuple[str, dict], ...] = ()  # (name, add_argument kwargs) before the flags
     arguments: Callable[[argparse.ArgumentParser], None] | None = None  # instead of the config's flags
     description: str = ""
+    base: str = ""  # "module:function" giving the layer under --config (train: the size's recipe)
+    extra: str = ""  # "module:function" giving the pass-through keys (TRL's config fields)
+    run: Callable[[argparse.Namespace], int] | None = None  # a command without a config (push)
 
 
 COMMANDS: dict[str, Command] = {
-    "serve": Command("start vLLM's OpenAI-compatible server for a model", ServeConfig, run_serve),
-    "generate": Command(
-        "sample reasoning traces from a teacher",
-        GenerateConfig,
-        simple(GenerateConfig, "distill.generation.generate:run"),
+    "serve": Command(
+        "start vLLM's OpenAI-compatible server for a model", ServeConfig, "distill.common.server:serve_forever"
     ),
+    "generate": Command("sample reasoning traces from a teacher", GenerateConfig, "distill.generation.generate:run"),
     "filter": Command(
         "keep only verified-correct traces",
         FilterConfig,
-        simple(FilterConfig, "distill.curation.filter:run", positional="input"),
+        "distill.curation.filter:run",
         positional=(
             (
                 "input",
@@ -133,21 +117,26 @@ COMMANDS: dict[str, Command] = {
             ),
         ),  # fmt: skip
     ),
-    "train": Command("train a student on kept traces (SFT, logit KD or on-policy)", TrainConfig, run_train),
+    "train": Command(
+        "train a student on kept traces (SFT, logit KD or on-policy)",
+        TrainConfig,
+        "distill.training.train:run",
+        base="distill.training.config:recipe_layer",
+        extra="distill.training.train:sft_fields",
+    ),
     "eval": Command(
-        "pass@1 of a model on a benchmark (eval/<name>.yaml)",
-        EvalConfig,
-        simple(EvalConfig, "distill.evaluation.evaluate:run"),
+        "pass@1 of a model on a benchmark (eval/<name>.yaml)", EvalConfig, "distill.evaluation.evaluate:run"
     ),
     "grpo": Command(
         "reinforcement learning with verifiable rewards (TRL GRPO) on problems with known answers",
         GrpoConfig,
-        run_grpo,
+        "distill.training.grpo:run",
+        extra="distill.training.grpo:grpo_fields",
     ),
     "stats": Command(
         "lengths, reflection words, accuracy by level, plots of traces or eval outputs",
         StatsConfig,
-        simple(StatsConfig, "distill.evaluation.stats:run", positional="inputs"),
+        "distill.evaluation.stats:run",
         positional=(
             (
                 "inputs",
@@ -158,14 +147,14 @@ COMMANDS: dict[str, Command] = {
     "plan": Command(
         "will a student size fit your GPUs? per-GPU memory, tokens/s, launcher, batch and accumulation",
         PlanConfig,
-        simple(PlanConfig, "distill.training.plan:run"),
+        "distill.training.plan:run",
         arguments=plan_arguments,
     ),
     "push": Command(
         "upload a generate or filter output folder to the Hugging Face Hub as a dataset, with a card",
         None,
-        run_push,
         arguments=push_arguments,
+        run=run_push,
         description="Upload a `distill generate` or `distill filter` output folder as a Hub dataset with a card "
         "(teacher, sampling, prompt template, counts, pass rates). Authenticate with `hf auth login` or HF_TOKEN.",
     ),
@@ -213,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (kill, Slurm's time limit) unwinds like Ctrl-C: servers stopped, outputs closed cleanly.
     previous = signal.signal(signal.SIGTERM, sigterm_as_interrupt) if args.command != "serve" else None
     try:
-        return COMMANDS[args.command].run(args, passthrough) or 0
+        cmd = COMMANDS[args.command]
+        return cmd.run(args) if cmd.run else run_command(cmd, args, passthrough)
     except DistillError as e:
         print(f"distill {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -162,8 +162,9 @@ class FakeScorer(_Background):
     token t gets log-probability -0.1 - (t % 5) / 2; with prompt_logprobs k > 0 the entry also lists
     k alternatives (ids t+1.. with lower log-probabilities) with their ranks."""
 
-    def __init__(self, model: str = "fake-teacher") -> None:
+    def __init__(self, model: str = "fake-teacher", max_model_len: int | None = None) -> None:
         self.model = model
+        self.max_model_len = max_model_len  # when set: reported in /v1/models, as vLLM does
         self.scored = 0  # prompt tokens scored
         self.requests = 0  # sequences scored (one request each)
         app = web.Application()
@@ -176,7 +177,10 @@ class FakeScorer(_Background):
         return -0.1 - (token % 5) / 2
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+        card = {"id": self.model, "object": "model"}
+        if self.max_model_len:
+            card["max_model_len"] = self.max_model_len
+        return web.json_response({"object": "list", "data": [card]})
 
     async def _complete(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -80,7 +80,11 @@ class ServeConfig:
     port: int = option(0, "port to bind (0: pick a free one)")
     served_model_name: str = option("", "name clients request the model by ('' = a short name derived from --model)")
     max_model_len: int = option(4096, "longest prompt + completion in tokens (vLLM --max-model-len)")
-    dtype: str = option("bfloat16", "weights dtype for vLLM (--dtype)")
+    dtype: str = option(
+        "auto",
+        "weights dtype for vLLM (--dtype); auto: bfloat16 on GPUs and on CPUs with native bf16 (avx512_bf16 or "
+        "AMX), float32 on other CPUs, where bf16 is emulated and ran ~3x slower",
+    )
     tensor_parallel_size: int = option(1, "GPUs one model replica is split across, layer by layer (vLLM -tp)")
     pipeline_parallel_size: int = option(1, "pipeline stages (vLLM -pp); with Ray, stages may sit on different nodes")
     data_parallel_size: int = option(1, "independent model replicas behind this one server (vLLM -dp)")

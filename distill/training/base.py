@@ -43,8 +43,8 @@ from distill.common.hub import check_repo_id
 from distill.common.models import distill_home
 from distill.common.records import KEPT, check_input_file, read_jsonl, write_json
 from distill.common.resources import resolve_chat_template
-from distill.common.server import has_cuda
-from distill.training.config import SFT_DEFAULTS, DataSource, TrainConfig, data_sources
+from distill.common.server import has_cuda, native_bf16
+from distill.training.config import METHODS, SFT_DEFAULTS, DataSource, TrainConfig, data_sources
 from distill.training.modelcard import push_model
 
 CHECKPOINTS = "checkpoints"  # <output>/checkpoints: the Trainer's output_dir
@@ -281,7 +281,13 @@ def check_hardware(cfg: TrainConfig, gpu: bool) -> None:
     if cfg.requires_gpu and not gpu:
         raise DistillError(
             f"the {cfg.size} recipe trains {cfg.model} and needs CUDA GPUs, and this machine has none; "
-            "run it on a GPU machine, or use --size tiny here"
+            f"run it on a GPU machine, rehearse it here with --rehearse, or use --size tiny"
+        )
+    gpu_only = gpu_only_keys(cfg)
+    if gpu_only and not gpu:
+        raise DistillError(
+            f"{', '.join(gpu_only)}: these kernels run on CUDA GPUs only, and this machine has none; remove them to "
+            "train on CPU (sdpa attention, no Liger), or rehearse the GPU run with --rehearse"
         )
     if cfg.lora.load_in_4bit:
         if not gpu:
@@ -337,31 +343,77 @@ def checks_before_loading(cfg: TrainConfig) -> str | None:
     return resume_checkpoint(cfg)
 
 
-def training_args(cfg: TrainConfig, out: Path, drop: tuple[str, ...] = (), force: dict | None = None) -> Any:
-    """trl.SFTConfig from distill's defaults and the recipe, CPU-aware, without the keys in `drop` and with
-    the values in `force` (a method's requirements)."""
+def recipe_max_length(cfg: TrainConfig) -> int | None:
+    """The longest training row in tokens, as the recipe sets it (SFT_DEFAULTS' otherwise; None: no limit).
+    distill's data pipeline enforces it (truncation: drop/keep/error) before TRL sees a row."""
+    value = {**SFT_DEFAULTS, **cfg.sft}.get("max_length")
+    return int(value) if value else None
+
+
+def resolve_bf16(cpu: bool) -> bool:
+    """`bf16: auto`: bf16 where its arithmetic is native (GPUs; CPUs with avx512_bf16 or AMX), float32 elsewhere,
+    said once on a CPU."""
+    native, why = native_bf16(cuda=not cpu)
+    if cpu and is_main():
+        print(f"[distill] bf16: auto -> {'bf16' if native else 'float32'} ({why})", flush=True)
+    return native
+
+
+def gpu_only_keys(cfg: TrainConfig) -> list[str]:
+    """The recipe's settings whose kernels run on CUDA GPUs only (what a CPU run cannot honour)."""
+    keys = [f"attn_implementation: {cfg.attn_implementation}"] if "flash" in cfg.attn_implementation else []
+    return keys + (["use_liger_kernel: true"] if cfg.sft.get("use_liger_kernel") else [])
+
+
+def training_args(
+    cfg: TrainConfig, out: Path, drop: tuple[str, ...] = (), force: dict | None = None, cpu: bool | None = None
+) -> Any:
+    """trl.SFTConfig from distill's defaults and the recipe, without the keys in `drop` and with the values in
+    `force` (a method's requirements); `use_cpu` where there is no CUDA GPU (`cpu`: None asks torch).
+
+    Every other recipe key reaches TRL as written, so TRL's and transformers' own validation sees what the GPU
+    run uses. One translation: padding-free batches without packing take `max_length: None`, because TRL cuts
+    no padding-free row and refuses a max_length it would not enforce; distill's data pipeline enforces the
+    recipe's max_length before TRL (recipe_max_length), which `truncation: keep` (train rows cut) cannot."""
     kwargs = {**SFT_DEFAULTS, **cfg.sft}
     for key in drop:
         kwargs.pop(key, None)
     kwargs.update(force or {})
     if cfg.eos_token:
         kwargs["eos_token"] = cfg.eos_token  # TRL mirrors it into the model's config and generation_config
-    if not torch.cuda.is_available():
+    if kwargs.get("padding_free") and not kwargs.get("packing") and kwargs.get("max_length"):
+        if cfg.truncation == "keep":
+            raise DistillError(
+                "padding_free without packing trains every row whole, so truncation 'keep' (rows cut at max_length) "
+                "cannot apply: set truncation: drop (the default) or error"
+            )
+        kwargs["max_length"] = None
+    cpu = cpu if cpu is not None else not torch.cuda.is_available()
+    if cpu:
         kwargs["use_cpu"] = True
-        # FlashAttention, Liger and padding-free packing are GPU-only; drop them rather than crash.
-        for key in ("use_liger_kernel", "padding_free"):
-            kwargs.pop(key, None)
+    if kwargs.get("bf16") == "auto":
+        kwargs["bf16"] = resolve_bf16(cpu)
     try:
         return SFTConfig(output_dir=str(out / CHECKPOINTS), **kwargs)
     except (TypeError, ValueError) as e:
-        raise DistillError(f"invalid training settings: {e}") from None
+        raise DistillError(f"invalid training settings: {' '.join(str(e).split())}") from None
+
+
+def method_args(cfg: TrainConfig, out: Path, cpu: bool | None = None, quiet: bool = False) -> Any:
+    """training_args for cfg.method: without the SFTConfig keys its batches cannot honour (each dropped key
+    said once) and with the values it needs (its row of METHODS)."""
+    method = METHODS[cfg.method]
+    given = [k for k in method.unsupported if cfg.sft.get(k)]
+    if given and not quiet and is_main():
+        print(f"[distill] {cfg.method}: {', '.join(given)} off ({method.why_unsupported})", flush=True)
+    return training_args(cfg, out, drop=method.unsupported, force=dict(method.force), cpu=cpu)
 
 
 def load_student(cfg: TrainConfig, path: str, args: Any) -> Any:
     """The student's weights: dtype from the args, the recipe's attention kernel on GPU, 4-bit for QLoRA;
     its generation config lists the tokenizer's EOS (set by configure_tokenizer) as a stop token."""
     model_kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if args.bf16 else torch.float32}
-    if cfg.attn_implementation and torch.cuda.is_available():
+    if cfg.attn_implementation:
         model_kwargs["attn_implementation"] = cfg.attn_implementation
     if cfg.lora.load_in_4bit:
         model_kwargs.update(_quantization())

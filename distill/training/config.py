@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from distill.common.config import DEFAULT_PROMPT_TEMPLATE, group, option
+from distill.common.config import DEFAULT_PROMPT_TEMPLATE, group, load_yaml, option
 from distill.common.errors import DistillError
+from distill.common.resources import recipe_for
 
 # SFTConfig values distill sets unless the recipe does: quiet, CPU-aware, saves once at the end.
 SFT_DEFAULTS = {
     "report_to": "none",
     "save_strategy": "no",
     "logging_steps": 1,
-    "bf16": True,
+    # auto: bf16 on GPUs and on CPUs with native bf16 (avx512_bf16 or AMX), else float32; on an AVX2-only EPYC a
+    # bf16 matmul ran ~70x slower than float32 (emulated). A recipe's true or false is kept as written.
+    "bf16": "auto",
     "per_device_train_batch_size": 8,
     "gradient_accumulation_steps": 1,
     "num_train_epochs": 2,
@@ -29,7 +35,56 @@ SFT_DEFAULTS = {
     # still shuffled: groups of up to 50 batches are drawn at random and sorted inside.
     "train_sampling_strategy": "group_by_length",
 }
-METHODS = ("sft", "logit-kd", "onpolicy")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One `distill train --method`: everything distill knows about it, in one row of METHODS."""
+
+    name: str
+    prepare: str  # "module:function" building its trainer (imported when it runs: this module stays light)
+    card: str  # how the student learned, for the model card's first paragraph
+    liger: bool  # distill plan: the method may use Liger's fused linear cross-entropy (no full logits)
+    kd_targets: bool  # distill plan: the teacher's top-K per token rides in every batch
+    qlora: bool  # distill train trains it on a 4-bit base (QLoRA)
+    unsupported: tuple[str, ...] = ()  # SFTConfig keys the method's batches cannot honour (dropped, said aloud)
+    why_unsupported: str = ""
+    force: tuple[tuple[str, object], ...] = ()  # SFTConfig values the method needs, whatever the recipe says
+
+    def prepare_fn(self) -> Callable[[TrainConfig], Any]:
+        """The method's `prepare(cfg) -> base.Prepared`, its module imported now (torch, trl: not before)."""
+        module, name = self.prepare.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+METHOD_TABLE = (
+    Method("sft", "distill.training.sft:prepare", "by supervised fine-tuning (TRL's SFTTrainer) on", True, False, True),
+    Method(
+        "logit-kd",
+        "distill.training.kd:prepare",
+        "by logit distillation (the teacher's top-K next-token distribution at every token, mixed with "
+        "cross-entropy) on",
+        False,
+        True,
+        False,
+        ("packing", "padding_free", "use_liger_kernel", "completion_only_loss", "assistant_only_loss"),
+        "the per-token teacher targets are laid out per padded row, and Liger's fused loss is cross-entropy only",
+        (("remove_unused_columns", False),),  # the KD columns reach the collator
+    ),
+    Method(
+        "onpolicy",
+        "distill.training.onpolicy:prepare",
+        "by on-policy distillation (the student sampled its own answers and the teacher scored every token; "
+        "reverse KL) on the prompts of",
+        False,
+        False,
+        False,
+        ("packing", "padding_free", "use_liger_kernel", "completion_only_loss", "assistant_only_loss"),
+        "the batch is the student's own samples, built in training_step, scored against the teacher's log-probs",
+        (("remove_unused_columns", False), ("train_sampling_strategy", "random")),  # raw rows, no lengths to group
+    ),
+)
+METHODS = {m.name: m for m in METHOD_TABLE}
 TRUNCATION = ("drop", "keep", "error")  # what happens to a row longer than max_length
 LAUNCHERS = ("ddp", "zero2", "zero3", "fsdp")  # recipes/accelerate/<launcher>.yaml
 DEFAULT_LORA_RANK = 16  # distill plan: the rank assumed for --qlora without --lora
@@ -313,7 +368,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.method = self.method.strip().lower()
         if self.method not in METHODS:
-            raise DistillError(f"train: key 'method' must be sft, logit-kd or onpolicy, got {self.method!r}")
+            raise DistillError(f"train: key 'method' must be one of {', '.join(METHODS)}, got {self.method!r}")
         # One whole source stays a plain string (what logit-kd, onpolicy, --rehearse and the launcher read, and how
         # a saved config spells it); a mixture is the list of its entries, which only SFT trains on so far.
         entries = [self.data] if isinstance(self.data, str) else [str(e).strip() for e in self.data]
@@ -339,6 +394,15 @@ class TrainConfig:
                 "train: key 'push_to_hub' takes a Hub model repo id (e.g. alice/qwen-7b-distill), "
                 f"got {self.push_to_hub!r}"
             )
+
+
+def recipe_layer(given: dict) -> tuple[dict, str]:
+    """The base layer of `distill train`: recipes/<method>/*-<size>.yaml for the size and method the user gave
+    (flags, --set or --config; else the defaults), and its path (named in errors about its keys)."""
+    size = str(given.get("size") or TrainConfig.size)
+    method = str(given.get("method") or TrainConfig.method).strip().lower()
+    path = recipe_for(size, method)
+    return {**load_yaml(path), "size": size}, str(path)
 
 
 @dataclass
@@ -435,8 +499,8 @@ class PlanConfig:
     )
     method: str = option(
         "sft",
-        "sft | logit-kd (distill train --method logit-kd: no Liger kernels, the loss chunked over positions, the "
-        "teacher's top-K per token in every batch; no QLoRA)",
+        "sft | logit-kd (no Liger kernels, the loss chunked over positions, the teacher's top-K per token in every "
+        "batch; no QLoRA) | onpolicy (no Liger kernels: the full logits of the student's samples)",
     )
     kd_top_k: int = option(20, "logit-kd: the teacher's top-K per token in the traces (distill generate --logprobs K)")
     model: str = option("", "Hub id of the student instead of the recipe's (must be in the planner's table)")
@@ -465,14 +529,14 @@ class PlanConfig:
             if getattr(self, key) < 0:
                 raise DistillError(f"plan: key '{key}' must be 0 or more, got {getattr(self, key)}")
         self.method = self.method.strip().lower()
-        if self.method not in ("sft", "logit-kd"):
-            raise DistillError(f"plan: key 'method' must be sft or logit-kd, got {self.method!r}")
+        if self.method not in METHODS:
+            raise DistillError(f"plan: key 'method' must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.kd_top_k < 1:
             raise DistillError(f"plan: key 'kd_top_k' must be at least 1, got {self.kd_top_k}")
-        if self.method == "logit-kd" and self.qlora:
+        if self.qlora and not METHODS[self.method].qlora:
             raise DistillError(
-                "plan: --method logit-kd does not train QLoRA students (distill train refuses --load-in-4bit for it): "
-                "drop --qlora, or plan LoRA with --lora R"
+                f"plan: --method {self.method} does not train QLoRA students (distill train refuses --load-in-4bit "
+                "for it): drop --qlora, or plan LoRA with --lora R"
             )
         for key in ("gpu_memory", "gpu_tflops"):
             if not getattr(self, key) > 0:

@@ -51,7 +51,13 @@ from distill.common.records import write_json
 from distill.common.resources import RECIPES
 from distill.common.server import has_cuda
 from distill.problems.prompts import load_prompts
-from distill.training.base import apply_length_policy, check_positions, configure_tokenizer, prompt_length
+from distill.training.base import (
+    apply_length_policy,
+    check_positions,
+    configure_tokenizer,
+    prompt_length,
+    resolve_bf16,
+)
 from distill.training.config import GrpoConfig
 from distill.training.rewards import REWARDS, make_reward_funcs
 
@@ -62,7 +68,7 @@ GRPO_DEFAULTS: dict[str, Any] = {
     "report_to": "none",
     "save_strategy": "no",
     "logging_steps": 1,
-    "bf16": True,
+    "bf16": "auto",  # as SFT's: bf16 where native (GPUs, CPUs with avx512_bf16/AMX), else float32
     "learning_rate": 1e-6,
     "lr_scheduler_type": "constant",
     "num_generations": 8,
@@ -142,6 +148,8 @@ def grpo_kwargs(cfg: GrpoConfig, cpu: bool) -> dict[str, Any]:
     kwargs = {**GRPO_DEFAULTS, "seed": cfg.seed, **_numbers(cfg.grpo)}  # grpo.seed may still differ
     if cfg.reward_weights:
         kwargs["reward_weights"] = list(cfg.reward_weights)
+    if kwargs.get("bf16") == "auto":
+        kwargs["bf16"] = resolve_bf16(cpu)
     if cpu:
         kwargs["use_cpu"] = True
         if kwargs.get("use_vllm"):

@@ -52,9 +52,9 @@ from distill.training.base import (
     load_sft_rows,
     load_student,
     lora_config,
+    method_args,
     row_lengths,
     supervised_example,
-    training_args,
 )
 from distill.training.config import TrainConfig
 from distill.training.kd_losses import chunked_kd_ce_loss
@@ -243,13 +243,7 @@ def prepare(cfg: TrainConfig) -> Any:
     rows = load_kd_rows(cfg.data, cfg.max_examples, cfg.drop_system_prompt)
 
     out = Path(cfg.output)  # written only when the trained model is saved
-    given = [k for k in ("packing", "padding_free") if cfg.sft.get(k)]
-    if given:
-        print(f"[distill] logit-kd: {', '.join(given)} off (the per-token targets are laid out per padded row)")
-    if cfg.sft.get("use_liger_kernel"):
-        print("[distill] logit-kd: use_liger_kernel off (its fused loss is cross-entropy only; the KD loss is chunked)")
-    drop = ("packing", "padding_free", "use_liger_kernel", "completion_only_loss", "assistant_only_loss")
-    args = training_args(cfg, out, drop=drop, force={"remove_unused_columns": False})  # KD columns reach the collator
+    args = method_args(cfg, out)
 
     path = resolve_model(cfg.model)
     check_positions(cfg, path, args.max_length)

@@ -42,6 +42,7 @@ from torch.utils.checkpoint import checkpoint
 __all__ = [
     "CHUNK_LOGIT_BYTES",
     "chunked_kd_ce_loss",
+    "chunked_token_logprobs",
     "gather_token_logprobs",
     "kd_chunk_rows",
     "mixed_kd_loss",
@@ -476,3 +477,50 @@ def gather_token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor) -> torc
     values = logits.to(_compute_dtype(logits.dtype))
     picked = values.gather(-1, token_ids.to(device=values.device, dtype=torch.long).unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(values, dim=-1)
+
+
+def _chunk_token_logprobs(lm_head: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, ids: torch.Tensor):
+    """One chunk of `chunked_token_logprobs`: hidden [n, H] -> logits [n, V] -> log p(ids) [n]."""
+    logits = lm_head(hidden)
+    values = logits.to(_compute_dtype(logits.dtype))
+    return values.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(values, dim=-1)
+
+
+def chunked_token_logprobs(
+    hidden: torch.Tensor, lm_head: Callable[[torch.Tensor], torch.Tensor], token_ids: torch.Tensor, chunk: int = 0
+) -> torch.Tensor:
+    """`gather_token_logprobs(lm_head(hidden), token_ids)` without a [B, T, V] tensor of logits: the LM head runs
+    on `chunk` positions at a time under `torch.utils.checkpoint` (its logits freed after the forward and
+    recomputed chunk by chunk in the backward), as in `chunked_kd_ce_loss`.
+
+    Args:
+      hidden: [B, T, H] float, the last hidden states that PREDICT each token (hidden[:, :-1] for input_ids[:, 1:]).
+      lm_head: the student's output layer, [*, H] -> [*, V]; gradients flow into it and into `hidden`.
+      token_ids: [B, T] integer, each in [0, V) (replace padding by any valid id and mask it afterwards).
+      chunk: positions per chunk, >= 0 (0: `kd_chunk_rows(V)`, or 1024 when V is not known).
+
+    Returns: [B, T] float32 (float64 for a float64 head), equal to gather_token_logprobs on the full logits.
+    """
+    if hidden.dim() != 3 or token_ids.shape != hidden.shape[:2]:
+        raise ValueError(
+            f"hidden must be [B, T, H] and token_ids [B, T], got {tuple(hidden.shape)} and {tuple(token_ids.shape)}"
+        )
+    if chunk < 0:
+        raise ValueError(f"chunk must be 0 or more, got {chunk}")
+    b, t, h = hidden.shape
+    vocab = getattr(lm_head, "out_features", None)
+    chunk = chunk or (kd_chunk_rows(vocab) if isinstance(vocab, int) else 1024)
+    rows = hidden.reshape(b * t, h)
+    ids = token_ids.reshape(b * t).to(device=hidden.device, dtype=torch.long)
+    parts = [
+        checkpoint(
+            _chunk_token_logprobs,
+            lm_head,
+            rows[i : i + chunk],
+            ids[i : i + chunk],
+            use_reentrant=False,
+            preserve_rng_state=False,
+        )  # fmt: skip
+        for i in range(0, b * t, chunk)
+    ]
+    return torch.cat(parts).view(b, t) if parts else rows.new_zeros((b, t), dtype=torch.float32)

@@ -5,7 +5,6 @@ command. The launched processes see DISTILL_LAUNCHED (and accelerate's own varia
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import shlex
@@ -16,7 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from distill.common.config import flat_fields
+import yaml
+
+from distill.common import config as config_mod
 from distill.common.errors import DistillError
 from distill.common.hub import check_repo_id
 from distill.common.records import KEPT
@@ -40,23 +41,23 @@ def inside_launch(env: dict[str, str] | None = None) -> bool:
     return any(key in env for key in (LAUNCHED_ENV, "LOCAL_RANK", "WORLD_SIZE", "ACCELERATE_MIXED_PRECISION"))
 
 
-def child_argv(args: argparse.Namespace) -> list[str]:
-    """The `train ...` arguments each launched process gets: what the user gave, minus the launch flags.
+LAUNCH_FILE = "distill_launch.yaml"  # <output>/distill_launch.yaml: the resolved config every launched process reads
 
-    Rebuilt from the parsed flags (not the raw argv), so abbreviations and `--flag=value` spellings of
-    launch flags are dropped as reliably as the plain ones."""
-    given = vars(args)
-    argv = ["train"]
-    for f, _, _ in flat_fields(TrainConfig):
-        if f.name in given and f.name not in LAUNCH_KEYS:
-            value = given[f.name]
-            argv += ["--" + f.name.replace("_", "-"), *(map(str, value) if isinstance(value, list) else [str(value)])]
-    if given.get("config"):
-        argv += ["--config", str(given["config"])]
-    for item in given.get("overrides") or []:
-        if item.split("=", 1)[0].split(".")[0] not in LAUNCH_KEYS:
-            argv += ["--set", item]
-    return argv
+
+def child_argv(cfg: TrainConfig, write: bool = True) -> list[str]:
+    """The `train ...` arguments each launched process gets: `--config` of the resolved config, written to
+    <output>/distill_launch.yaml without the launch keys (unless `write` is False: the rehearsal shows the
+    command), so every rank trains exactly what this process resolved (recipe, --config, --set and flags
+    already layered) and none of them launches again."""
+    path = Path(cfg.output) / LAUNCH_FILE
+    if not write:
+        return ["train", "--config", shown(path.absolute())]
+    values = {k: v for k, v in config_mod.to_dict(cfg).items() if k not in LAUNCH_KEYS}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump({"stage": "train", **values}, sort_keys=False, allow_unicode=True))
+    tmp.replace(path)
+    return ["train", "--config", shown(path.absolute())]
 
 
 def shown(path: Path) -> str:

@@ -71,12 +71,12 @@ from distill.training.base import (
     configure_tokenizer,
     load_student,
     lora_config,
+    method_args,
     prompt_length,
-    training_args,
     without_system,
 )
 from distill.training.config import TrainConfig
-from distill.training.kd_losses import gather_token_logprobs, sampled_reverse_kl_loss, topk_generalized_jsd
+from distill.training.kd_losses import chunked_token_logprobs, sampled_reverse_kl_loss, topk_generalized_jsd
 
 END_OF_TURN = b"\x00EOT"  # the byte piece both tokenizers' end-of-turn tokens stand for in span alignment
 
@@ -354,10 +354,21 @@ class OnPolicyTrainer(Trainer):
     # ---- 3. the loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001, ARG002
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
-        out = model(input_ids=ids, attention_mask=mask)
-        logits = out.logits[:, :-1]  # position t predicts token t + 1
         if "token_span" in inputs:
-            token_lp = gather_token_logprobs(logits, ids[:, 1:])  # [B, N-1]
+            # The sampled tokens' log-probabilities from the last hidden states, the LM head chunk by chunk: never
+            # the [B, N, V] logits (16 samples x 4k tokens x 152k vocabulary would be ~20 GB in bf16, twice that
+            # in the float32 log-softmax). The hidden states come from a hook on the decoder, as in logit-kd.
+            unwrapped = self.accelerator.unwrap_model(model)
+            captured: list[Any] = []
+            hook = unwrapped.get_decoder().register_forward_hook(lambda _m, _args, o: captured.append(o))
+            try:
+                out = model(input_ids=ids, attention_mask=mask, logits_to_keep=1)
+            finally:
+                hook.remove()
+            hidden = getattr(captured[-1], "last_hidden_state", None)
+            hidden = captured[-1][0] if hidden is None else hidden
+            with self.accelerator.autocast():
+                token_lp = chunked_token_logprobs(hidden[:, :-1], unwrapped.get_output_embeddings(), ids[:, 1:])
             span = inputs["token_span"][:, 1:]
             b, width = inputs["teacher_span"].shape
             flat = torch.where(span >= 0, span + torch.arange(b, device=span.device)[:, None] * width, b * width)
@@ -366,6 +377,8 @@ class OnPolicyTrainer(Trainer):
             loss, metrics = sampled_reverse_kl_loss(student, inputs["teacher_span"], inputs["span_valid"])
             divergence = metrics["reverse_kl"]
         else:
+            out = model(input_ids=ids, attention_mask=mask)
+            logits = out.logits[:, :-1]  # position t predicts token t + 1
             sel = inputs["kd_valid"][:, 1:]
             loss = topk_generalized_jsd(
                 logits[sel],
@@ -425,13 +438,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
         raise DistillError("onpolicy_lambda < 1 takes sequences from the teacher's traces, and --data has none")
 
     out = Path(cfg.output)
-    # The batch is built in training_step: keep the raw rows, sample them at random (no lengths to group by).
-    args = training_args(
-        cfg,
-        out,
-        drop=("packing", "padding_free", "use_liger_kernel", "completion_only_loss", "assistant_only_loss"),
-        force={"remove_unused_columns": False, "train_sampling_strategy": "random"},
-    )
+    args = method_args(cfg, out)  # the batch is built in training_step from the raw rows (METHODS)
     path = resolve_model(cfg.model)
     check_positions(cfg, path, args.max_length)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -439,6 +446,13 @@ def prepare(cfg: TrainConfig) -> Prepared:
     # a prompt and the longest sample the student may write must fit max_length: longer ones by cfg.truncation
     lengths = [prompt_length(tokenizer, r["prompt"]) + opts.onpolicy_max_new_tokens for r in rows]
     rows, report = apply_length_policy(rows, lengths, args.max_length, cfg.truncation, "prompts (+ max new tokens)")
+    longest = max((n for n in lengths if not args.max_length or n <= args.max_length), default=0)
+    if server.max_model_len and longest > server.max_model_len:  # the teacher scores prompt + the whole sample
+        raise DistillError(
+            f"the teacher's server at {server.url} holds {server.max_model_len:,} tokens (max_model_len) and scoring "
+            f"needs up to {longest:,} (the longest prompt + onpolicy_max_new_tokens {opts.onpolicy_max_new_tokens}): "
+            f"restart it with --max-model-len {longest}, or lower onpolicy_max_new_tokens"
+        )
     teacher_tok = AutoTokenizer.from_pretrained(resolve_model(cfg.teacher))
     model = load_student(cfg, path, args)
     add_eos_to_generation_config(model, tokenizer.eos_token_id)

@@ -64,7 +64,7 @@ from typing import Any
 from distill.common.config import load_yaml
 from distill.common.errors import DistillError
 from distill.common.resources import recipe_for
-from distill.training.config import DEFAULT_LORA_RANK, LAUNCHERS, PlanConfig
+from distill.training.config import DEFAULT_LORA_RANK, LAUNCHERS, METHODS, PlanConfig
 
 GIB = 1024**3
 BATCHES = (8, 4, 2, 1)
@@ -441,6 +441,8 @@ def resolve_model(cfg: PlanConfig) -> tuple[Arch, dict]:
         data = load_yaml(path)
         shown = path.relative_to(path.parents[2]) if len(path.parents) > 2 else path  # recipes/<method>/<name>.yaml
         info.update(recipe=str(shown), recipe_model=data.get("model"), recipe_max_length=data.get("max_length"))
+        extended = (data.get("model_config") or {}).get("max_position_embeddings")
+        info["recipe_positions"] = int(extended) if extended else None  # the recipe's extended RoPE
     except DistillError as e:
         if size not in SIZE_DEFAULTS and not cfg.model:
             raise DistillError(f"plan: unknown size {cfg.size!r} ({e}; known: {', '.join(SIZE_DEFAULTS)})") from None
@@ -495,8 +497,8 @@ def _search(arch: Arch, cfg: PlanConfig, seq_len: int, gpus: int, lora: int, qlo
 
 def _loss_settings(cfg: PlanConfig) -> dict:
     """estimate()'s liger and kd_top_k for the method: logit-kd runs without Liger."""
-    kd = cfg.method == "logit-kd"
-    return {"liger": cfg.liger and not kd, "kd_top_k": cfg.kd_top_k if kd else 0}
+    method = METHODS[cfg.method]
+    return {"liger": cfg.liger and method.liger, "kd_top_k": cfg.kd_top_k if method.kd_targets else 0}
 
 
 def _choose(candidates: list[Estimate]) -> Estimate:
@@ -551,8 +553,7 @@ def _suggestions(arch: Arch, cfg: PlanConfig, seq_len: int, lora: int, qlora: bo
                 "text": "more nodes alone do not help: one sequence's activations and logits do not shard",
             }
         )
-    kd = cfg.method == "logit-kd"
-    if not cfg.liger and not kd:  # the fp32 loss over S x V logits is often the single biggest term
+    if not cfg.liger and METHODS[cfg.method].liger:  # the fp32 loss over S x V logits is often the single biggest term
         for nodes in range(cfg.nodes, 129):
             e = _fits_with(arch, cfg, seq_len=seq_len, gpus=cfg.gpus * nodes, liger=True, **adapters)
             if e.verdict == "fits":
@@ -578,7 +579,7 @@ def _suggestions(arch: Arch, cfg: PlanConfig, seq_len: int, lora: int, qlora: bo
                     "text": f"LoRA r={DEFAULT_LORA_RANK} with {e.launcher} + checkpointing, batch 1: {e.total:.1f} GiB",
                 }
             )
-    if not qlora and not kd:  # distill train refuses QLoRA for logit-kd
+    if not qlora and METHODS[cfg.method].qlora:  # distill train refuses QLoRA for the others
         e = _fits_with(arch, cfg, seq_len=seq_len, gpus=gpus, lora_rank=lora or DEFAULT_LORA_RANK, qlora=True)
         if e.verdict == "fits":
             out.append(
@@ -622,11 +623,12 @@ def _suggestions(arch: Arch, cfg: PlanConfig, seq_len: int, lora: int, qlora: bo
 def _command(arch: Arch, cfg: PlanConfig, choice: Estimate, seq_len: int, accum: int, lora: int) -> str:
     """The `accelerate launch` line that runs the plan with distill train."""
     gpus = cfg.gpus * cfg.nodes
-    kd = cfg.method == "logit-kd"
     parts = [f"accelerate launch --config_file recipes/accelerate/{choice.launcher}.yaml"]
     if cfg.nodes > 1:
         parts.append(f"--num_machines {cfg.nodes} --machine_rank $RANK --main_process_ip $HEAD_NODE")
-    parts.append(f"--num_processes {gpus} -m distill.cli train" + (" --method logit-kd" if kd else ""))
+    parts.append(
+        f"--num_processes {gpus} -m distill.cli train" + (f" --method {cfg.method}" if cfg.method != "sft" else "")
+    )
     parts.append(f"--size {cfg.size.lower()}" + (f" --model {arch.name}" if cfg.model else ""))
     if lora:
         parts.append(f"--lora-r {lora}" + (" --load-in-4bit true" if cfg.qlora else ""))
@@ -636,7 +638,7 @@ def _command(arch: Arch, cfg: PlanConfig, choice: Estimate, seq_len: int, accum:
         f"--set gradient_accumulation_steps={accum}",
         f"--set gradient_checkpointing={str(choice.checkpointing).lower()}",
     ]
-    if not kd:  # logit-kd drops use_liger_kernel whatever it is set to
+    if METHODS[cfg.method].liger:  # the other methods drop use_liger_kernel whatever it is set to
         parts.append(f"--set use_liger_kernel={str(cfg.liger).lower()}")
     return " ".join(parts)
 
@@ -649,10 +651,16 @@ def plan(cfg: PlanConfig) -> dict:
     seq_len = cfg.max_length or int(info["recipe_max_length"] or 0) or 4096
     if not cfg.max_length:
         notes.append(f"max length {seq_len} from {'the recipe' if info['recipe_max_length'] else 'the default'}")
-    if seq_len > arch.max_positions:
+    own_model = not cfg.model or cfg.model == info["recipe_model"]
+    positions = (info.get("recipe_positions") if own_model else None) or arch.max_positions
+    if seq_len > positions:
         notes.append(
-            f"max length {seq_len} exceeds {arch.name}'s {arch.max_positions} positions: raise rope_theta first "
+            f"max length {seq_len} exceeds {arch.name}'s {positions} positions: raise rope_theta first "
             "(as open-r1 did with Qwen2.5-Math-7B-RoPE-300k)"
+        )
+    elif positions != arch.max_positions:
+        notes.append(
+            f"{positions} positions from the recipe's model_config (extended RoPE; the model has {arch.max_positions})"
         )
     lora = cfg.lora or (DEFAULT_LORA_RANK if cfg.qlora else 0)
     gpus = cfg.gpus * cfg.nodes
@@ -665,7 +673,7 @@ def plan(cfg: PlanConfig) -> dict:
         notes.append(
             f"global batch {effective} sequences (target {cfg.global_batch} is not a multiple of {gpus} x {choice.batch})"
         )
-    kd = cfg.method == "logit-kd"
+    kd = METHODS[cfg.method].kd_targets
     tput = throughput(
         arch,
         seq_len=seq_len,
@@ -717,7 +725,7 @@ def plan(cfg: PlanConfig) -> dict:
             "batch": cfg.batch,
             "lora": lora,
             "qlora": cfg.qlora,
-            "liger": cfg.liger and not kd,
+            "liger": cfg.liger and METHODS[cfg.method].liger,
             "global_batch": cfg.global_batch,
         },
         "fits": verdict != "does not fit",
@@ -762,8 +770,8 @@ def format_plan(result: dict) -> str:
         tune = f"QLoRA r={st['lora']}"
     elif st["lora"]:
         tune = f"LoRA r={st['lora']}"
-    kd = st.get("method") == "logit-kd"
-    method = f"logit-kd on the teacher's top-{st['kd_top_k']}" if kd else "sft"
+    kd = bool(st.get("kd_top_k"))
+    method = f"{st['method']} on the teacher's top-{st['kd_top_k']}" if kd else st.get("method", "sft")
     lines = [
         f"distill plan: {result['model']} ({_params_text(result['arch']['params'])} params"
         + (f", from {result['recipe']}" if result["model_from"] == "recipe" else f", from {result['model_from']}")

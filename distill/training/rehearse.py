@@ -26,7 +26,6 @@ import dataclasses
 import json
 import math
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +36,16 @@ from distill.common.config import build
 from distill.common.errors import DistillError
 from distill.common.models import EMBEDDED, ensure_embedded, resolve_model
 from distill.common.records import KEPT, read_jsonl, write_json, write_jsonl
-from distill.training.base import configure_tokenizer, load_sft_rows, row_lengths, supervised_example
-from distill.training.config import SFT_DEFAULTS, PlanConfig, TrainConfig
+from distill.training.base import (
+    configure_tokenizer,
+    load_sft_rows,
+    method_args,
+    recipe_max_length,
+    row_lengths,
+    supervised_example,
+    train_and_save,
+)
+from distill.training.config import METHODS, SFT_DEFAULTS, PlanConfig, TrainConfig
 from distill.training.launch import child_argv, launch_command
 from distill.training.plan import find_arch, plan
 
@@ -236,14 +243,93 @@ def rows_for_checks(cfg: TrainConfig) -> list[dict]:
     return load_sft_rows(cfg.data, cfg.max_examples, drop_system=cfg.drop_system_prompt)
 
 
-def run(cfg: TrainConfig, args: Any, train_fn: Callable[[TrainConfig], dict]) -> int:
-    """Rehearse `cfg` (see the module docstring) with `train_fn` (distill.training.train.run) for the two
-    steps; print the report and return the exit status (0: every check passed)."""
+# Keys of the trainer arguments that the rehearsal changes, each for one of its substitutions; any other
+# difference between trainer_args.json (the GPU run's) and the trainer the rehearsal built fails the rehearsal.
+SUBSTITUTED_ARGS = {
+    "use_cpu": "CPU instead of CUDA",
+    "max_steps": "two optimizer steps",
+    "logging_steps": "two optimizer steps (each one's loss logged)",
+    "num_train_epochs": "two optimizer steps",
+    "output_dir": "a temporary folder",
+    "use_liger_kernel": "Liger's Triton kernels need a CUDA GPU",
+    "report_to": "no experiment tracker from a rehearsal",
+    "push_to_hub": "no upload from a rehearsal",
+    "hub_model_id": "no upload from a rehearsal",
+    "dataset_num_proc": "set from this machine's cores and the rows prepared",
+}
+ONPOLICY_SAMPLE_TOKENS = 16  # what the miniature samples per prompt (its random tokens say nothing past a few)
+TRAINER_ARGS = "trainer_args.json"
+
+
+def gpu_trainer_args(cfg: TrainConfig) -> dict:
+    """The trainer arguments the GPU run builds (TRL's to_dict()), here: the same function with the recipe's keys.
+    transformers refuses bf16 without a GPU unless use_cpu is set, so the object is built with use_cpu and the
+    dict says False, as on the GPU."""
+    args = method_args(cfg, Path(cfg.output), cpu=True, quiet=True).to_dict()
+    return {**args, "use_cpu": False}
+
+
+def stand_in(cfg: TrainConfig, mini: Miniature, data: str, tmp: Path) -> tuple[TrainConfig, list[str]]:
+    """`cfg` as the rehearsal runs it: the miniature, the CPU, two steps, and each kernel that cannot run on a
+    CPU replaced. Returns it with one line per substitution; every other key is the GPU run's."""
+    subs = [f"model: {cfg.model} -> a random two-layer miniature of its architecture ({mini.family})",
+            "device: CUDA -> CPU (use_cpu: true)", "steps: the recipe's -> max_steps 2, logging_steps 1"]  # fmt: skip
+    sft = {**cfg.sft, "max_steps": 2, "logging_steps": 1}
+    if cfg.sft.get("report_to") not in (None, "none", []):
+        sft["report_to"] = "none"
+        subs.append(f"report_to: {cfg.sft['report_to']} -> none (no experiment tracker from a rehearsal)")
+    attn = cfg.attn_implementation
+    if "flash" in attn:
+        attn = "sdpa"
+        subs.append(f"attn_implementation: {cfg.attn_implementation} -> sdpa (FlashAttention needs a CUDA GPU; "
+                    "padding-free batches still run, as packed sequences of position ids)")  # fmt: skip
+    if cfg.sft.get("use_liger_kernel") and METHODS[cfg.method].liger:
+        sft["use_liger_kernel"] = False
+        subs.append("use_liger_kernel: true -> false (Triton kernels need a CUDA GPU; validated in trainer_args.json)")
+    lora = cfg.lora
+    if lora.load_in_4bit:
+        lora = dataclasses.replace(lora, load_in_4bit=False)
+        subs.append("load_in_4bit: true -> false (bitsandbytes' 4-bit kernels need a CUDA GPU): LoRA on full weights")
+    if cfg.push_to_hub:
+        subs.append(f"push_to_hub: {cfg.push_to_hub} -> none (no upload from a rehearsal)")
+    if cfg.launch.launcher:
+        subs.append(f"launcher: {cfg.launch.launcher} -> this process (the launch command is printed and checked)")
+    if data != cfg.data:
+        subs.append(f"data: the {STEP_ROWS} shortest rows of {cfg.data} for the steps (the checks read every row)")
+    if cfg.method == "onpolicy":
+        subs.append(f"onpolicy sampling: up to {ONPOLICY_SAMPLE_TOKENS} new tokens per sample (the length checks use "
+                    f"onpolicy_max_new_tokens {cfg.onpolicy.onpolicy_max_new_tokens})")  # fmt: skip
+    run_cfg = dataclasses.replace(
+        cfg, model=str(mini.folder), output=str(tmp / "out"), requires_gpu=False, attn_implementation=attn,
+        rehearse=False, push_to_hub="", lora=lora, data=data, max_examples=0, sft=sft,
+        launch=dataclasses.replace(cfg.launch, launcher="", print_launch=False),
+    )  # fmt: skip
+    return run_cfg, subs
+
+
+def args_diff(gpu: dict, ran: dict) -> dict:
+    """The trainer-argument keys whose values differ between the GPU run's and the rehearsal's: {key: [gpu, ran]}."""
+    return {k: [gpu.get(k), ran.get(k)] for k in sorted(set(gpu) | set(ran)) if gpu.get(k) != ran.get(k)}
+
+
+def two_steps(run_cfg: TrainConfig) -> tuple[dict, dict]:
+    """Two optimizer steps of the method's real trainer (its row of METHODS) on the miniature, saved as the GPU
+    run saves; returns the metrics and the trainer's arguments as built."""
+    prep = METHODS[run_cfg.method].prepare_fn()(run_cfg)
+    if run_cfg.method == "onpolicy":
+        prep.trainer.opts = dataclasses.replace(prep.trainer.opts, onpolicy_max_new_tokens=ONPOLICY_SAMPLE_TOKENS)
+    ran = prep.trainer.args.to_dict()
+    return train_and_save(prep, run_cfg), ran
+
+
+def run(cfg: TrainConfig) -> int:
+    """Rehearse `cfg` (see the module docstring): print the report, write it and the GPU run's trainer arguments
+    next to --output, and return the exit status (0: every check passed)."""
     gpus = cfg.launch.num_gpus or DEFAULT_GPUS
-    s = {**SFT_DEFAULTS, **cfg.sft}
-    max_length = int(s.get("max_length") or 0)
+    max_length = recipe_max_length(cfg) or 0
     problems: list[str] = []
     notes: list[str] = []
+    gpu_args: dict = {}
     with tempfile.TemporaryDirectory(prefix="distill-rehearse-") as tmp:
         mini = build_miniature(cfg, Path(tmp) / "model")
         if max_length > mini.positions:
@@ -251,20 +337,12 @@ def run(cfg: TrainConfig, args: Any, train_fn: Callable[[TrainConfig], dict]) ->
                 f"max_length {max_length} > the model's {mini.positions} positions: extend its RoPE (model_config) "
                 "or lower max_length"
             )
-        # The GPU run's settings, on this CPU: what cannot run here is replaced and said.
-        cpu_keys: dict[str, Any] = {"max_steps": 2, "save_strategy": "no", "logging_steps": 1, "report_to": "none"}
-        if cfg.attn_implementation:
-            notes.append(f"attn_implementation {cfg.attn_implementation} -> sdpa (FlashAttention needs a GPU)")
-        if s.get("use_liger_kernel") or s.get("padding_free"):
-            notes.append("use_liger_kernel / padding_free are GPU-only: off in the rehearsal")
-        lora = cfg.lora
-        if lora.load_in_4bit:
-            notes.append(
-                "load_in_4bit (QLoRA) needs bitsandbytes on a GPU: the miniature trains LoRA in full precision"
-            )
-            lora = dataclasses.replace(lora, load_in_4bit=False)
-        if lora.merge_lora:
-            lora = dataclasses.replace(lora, merge_lora=False)
+        # The GPU run's trainer arguments, built by the same function from the recipe's keys: TRL's and
+        # transformers' own validation runs on them here.
+        try:
+            gpu_args = gpu_trainer_args(cfg)
+        except DistillError as e:
+            problems.append(f"the GPU run's trainer arguments: {e}")
         # The teacher's tokenizer (logit-kd reads the stored token ids with it, on-policy scores with it)
         teacher = cfg.teacher
         if cfg.method != "sft":
@@ -289,17 +367,7 @@ def run(cfg: TrainConfig, args: Any, train_fn: Callable[[TrainConfig], dict]) ->
             raw = list(read_jsonl(kept_file(cfg.data)))
             shortest = sorted(range(len(lengths)), key=lengths.__getitem__)[:STEP_ROWS]
             write_jsonl(data, [raw[i] for i in shortest])
-        cpu_keys.update(per_device_train_batch_size=min(STEP_ROWS, int(s["per_device_train_batch_size"])),
-                        gradient_accumulation_steps=1)  # fmt: skip
-        mini_cfg = dataclasses.replace(
-            cfg, model=str(mini.folder), output=str(Path(tmp) / "out"), requires_gpu=False, attn_implementation="",
-            rehearse=False, push_to_hub="", model_config={}, lora=lora, data=data, max_examples=0, teacher=teacher,
-            launch=dataclasses.replace(cfg.launch, launcher="", print_launch=False),
-            onpolicy=dataclasses.replace(  # a random miniature's samples say nothing past a few tokens
-                cfg.onpolicy, onpolicy_max_new_tokens=min(cfg.onpolicy.onpolicy_max_new_tokens, 16)
-            ),
-            sft={**cfg.sft, **cpu_keys, "bf16": False},
-        )  # fmt: skip
+        run_cfg, substituted = stand_in(dataclasses.replace(cfg, teacher=teacher), mini, data, Path(tmp))
         over = [n for n in lengths if max_length and n > max_length]
         length_report = {
             "rows": len(lengths), "max_length": max_length, "rows_over_max_length": len(over),
@@ -338,28 +406,42 @@ def run(cfg: TrainConfig, args: Any, train_fn: Callable[[TrainConfig], dict]) ->
         if launcher:
             head = cfg.launch.main_process_ip or ("HEAD_NODE_IP" if nodes > 1 else "")
             launch = dataclasses.replace(cfg.launch, launcher=launcher, num_gpus=gpus, main_process_ip=head)
-            command = " ".join(launch_command(dataclasses.replace(cfg, launch=launch), child_argv(args)))
-        # Two optimizer steps of the method's real trainer on the miniature
+            command = " ".join(launch_command(dataclasses.replace(cfg, launch=launch), child_argv(cfg, write=False)))
+        # Two optimizer steps of the method's real trainer on the miniature, with the substitutions above only
+        metrics: dict = {}
         try:
-            metrics = train_fn(mini_cfg)
+            metrics, ran_args = two_steps(run_cfg)
         except DistillError as e:  # a check of the real training path: part of the report, not a crash
             problems.append(f"the training path stopped before its first step: {e}")
-            metrics = {}
+            ran_args = {}
+        except (ValueError, TypeError, RuntimeError, ImportError) as e:  # TRL's, transformers' or torch's refusal
+            problems.append(f"the trainer refused the recipe: {type(e).__name__}: {' '.join(str(e).split())[:400]}")
+            ran_args = {}
         steps = {k: metrics.get(k) for k in ("steps", "first_loss", "last_loss", "train_rows")}
         losses = [float(v) for v in (steps["first_loss"], steps["last_loss"]) if v is not None]
         if metrics and (steps["steps"] != 2 or not losses or not all(map(math.isfinite, losses))):
             problems.append(f"the two rehearsal steps did not train: {steps}")
+        differ = args_diff(gpu_args, ran_args) if gpu_args and ran_args else {}
+        undeclared = {k: v for k, v in differ.items() if k not in SUBSTITUTED_ARGS}
+        if undeclared:
+            problems.append(
+                f"the rehearsal's trainer differs from the GPU run's beyond its substitutions: {undeclared}"
+            )
     report = {
         "recipe": {"size": cfg.size, "method": cfg.method, "model": cfg.model, "chat_template": cfg.chat_template or "the tokenizer's own",
                    "eos_token": tokenizer.eos_token, "model_config": cfg.model_config},
         "miniature": {"family": mini.family, "positions": mini.positions, "rope": mini.rope, "tokenizer": mini.tokenizer_source},
         "lengths": length_report, "labels": labels, "schedule": sched, "launch": command or "this process (no launcher)",
-        "memory": memory, "steps": steps, "not_rehearsed": notes, "substitutions": mini.substitutions,
-        "checks_failed": problems,
+        "memory": memory, "steps": steps, "not_rehearsed": notes, "substitutions": substituted + mini.substitutions,
+        "trainer_args_differ": differ, "checks_failed": problems,
     }  # fmt: skip
     print(format_report(report), flush=True)
-    if cfg.output and Path(cfg.output).parent.is_dir():
-        write_json(Path(cfg.output).with_name(Path(cfg.output).name + "-rehearsal.json"), report)
+    out = Path(cfg.output)
+    if cfg.output and out.parent.is_dir():
+        write_json(out.with_name(out.name + "-rehearsal.json"), report)
+        if gpu_args:
+            write_json(out.with_name(out.name + "-" + TRAINER_ARGS), gpu_args)
+            print(f"[distill] the GPU run's trainer arguments: {out.with_name(out.name + '-' + TRAINER_ARGS)}")
     return 1 if problems else 0
 
 
@@ -380,7 +462,7 @@ def _plan(cfg: TrainConfig, mini: Miniature, gpus: int, max_length: int, launche
         {"size": cfg.size, "model": mini.model_id, "gpus": gpus, "nodes": cfg.launch.num_nodes,
          "gpu_memory": GPU_MEMORY_GIB, "max_length": max_length or 0, "lora": cfg.lora.lora_r,
          "qlora": cfg.lora.load_in_4bit and cfg.method != "logit-kd", "launcher": launcher or "auto",
-         "method": "logit-kd" if cfg.method == "logit-kd" else "sft"},
+         "method": cfg.method},
         source="rehearsal",
     )  # fmt: skip
     result = plan(pcfg)
@@ -438,7 +520,9 @@ def format_report(r: dict) -> str:
     lines.append(
         f"2 steps      on the miniature: loss {st['first_loss']} -> {st['last_loss']} ({st['train_rows']} rows)"
     )
-    for n in r["not_rehearsed"] + r["substitutions"]:
+    for n in r["substitutions"]:
+        lines.append(f"substituted  {n}")
+    for n in r["not_rehearsed"]:
         lines.append(f"note         {n}")
     if r["checks_failed"]:
         lines += [f"FAILED       {p}" for p in r["checks_failed"]]

@@ -31,9 +31,10 @@ from distill.training.base import (
     kept_file,
     load_student,
     lora_config,
+    method_args,
+    recipe_max_length,
     sft_dataset,
     supervised_example,
-    training_args,
 )
 from distill.training.config import SFT_DEFAULTS, TrainConfig, data_sources
 
@@ -44,9 +45,10 @@ def prepare(cfg: TrainConfig) -> Prepared:
     resume_from = checks_before_loading(cfg)
 
     out = Path(cfg.output)  # written only when the trained model is saved
-    args = training_args(cfg, out)
+    args = method_args(cfg, out)
+    max_length = recipe_max_length(cfg)  # enforced here, also where TRL is given none (padding-free)
     path = resolve_model(cfg.model)
-    check_positions(cfg, path, args.max_length)
+    check_positions(cfg, path, max_length)
     tokenizer = AutoTokenizer.from_pretrained(path)
     configure_tokenizer(tokenizer, cfg, cfg.model)
     completion_only = {**SFT_DEFAULTS, **cfg.sft}.get("completion_only_loss") is not False
@@ -54,7 +56,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
     for src in sources:  # the first row of each source, read alone: a wrong stop token fails before the data prep
         _, labels = supervised_example(tokenizer, first_pair(src.path), completion_only=completion_only)
         check_stop_token(tokenizer, labels, where=f"{kept_file(src.path)}: " if len(sources) > 1 else "")
-    data = sft_dataset(cfg, tokenizer, args.max_length, args.data_seed if args.data_seed is not None else args.seed)
+    data = sft_dataset(cfg, tokenizer, max_length, args.data_seed if args.data_seed is not None else args.seed)
     rows = data.dataset
     if "dataset_num_proc" not in cfg.sft:  # TRL's tokenizing maps: the cores, for sets worth starting processes
         args.dataset_num_proc = data_procs(len(rows), cores())
@@ -72,7 +74,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
         )
     except ValueError as e:
         raise DistillError(f"SFTTrainer refused the settings: {' '.join(str(e).split())}") from None
-    checked = check_prepared(trainer, tokenizer, args.max_length)
+    checked = check_prepared(trainer, tokenizer, max_length)
     stats = {"lengths": data.lengths.summary(), "data_prep_seconds": round(data.seconds, 1)}
     if data.mixture:
         stats["mixture"] = data.mixture

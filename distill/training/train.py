@@ -7,17 +7,17 @@
     distill train --method onpolicy --teacher-url http://127.0.0.1:8000/v1 --output runs/student-op
 
 `--size` picks recipes/<method>/<family>-<size>.yaml (tiny: the embedded SmolLM2-135M student on CPU;
-1.5b ... 70b: the R1 paper's students, which need CUDA GPUs). A recipe's keys are TrainConfig fields
-or trl.SFTConfig fields.
+1.5b ... 70b: the R1 paper's students, which need CUDA GPUs); `recipe_layer` resolves it, below the CLI.
+A recipe's keys are TrainConfig fields or trl.SFTConfig fields.
 
-The house of training: this module launches (distill.training.launch) or picks the method; each method
-(sft, kd, onpolicy) builds a `transformers.Trainer` from distill.training.base's shared pieces, and
-base.train_and_save trains, saves, writes the metrics and pushes to the Hub for all of them.
+The house of training: this module launches (distill.training.launch: every rank reads the resolved config
+from one file), rehearses (distill.training.rehearse) or trains with the method's row of
+distill.training.config.METHODS; each method's `prepare` builds a `transformers.Trainer` from
+distill.training.base's shared pieces, and base.train_and_save trains, saves, writes the metrics and pushes.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
 import shlex
@@ -26,12 +26,10 @@ from trl import SFTConfig
 
 from distill.common.errors import DistillError
 from distill.common.server import has_cuda
-from distill.training import kd, onpolicy, rehearse, sft
+from distill.training import rehearse
 from distill.training.base import train_and_save
-from distill.training.config import TrainConfig
+from distill.training.config import METHODS, TrainConfig
 from distill.training.launch import child_argv, execute, inside_launch, launch_command, preflight
-
-PREPARE = {"sft": sft.prepare, "logit-kd": kd.prepare, "onpolicy": onpolicy.prepare}
 
 
 def sft_fields() -> set[str]:
@@ -39,12 +37,14 @@ def sft_fields() -> set[str]:
     return {f.name for f in dataclasses.fields(SFTConfig)} - {"output_dir"}
 
 
-def main(cfg: TrainConfig, args: argparse.Namespace) -> int:
-    """The `distill train` command: launch under accelerate when --launcher asks for it, else train here."""
+def run(cfg: TrainConfig) -> int:
+    """The `distill train` command: launch under accelerate when --launcher asks for it, rehearse, or train here."""
     launch = cfg.launch
-    if launch.launcher and not inside_launch() and not cfg.rehearse:
+    if cfg.rehearse:
+        return rehearse.run(cfg)
+    if launch.launcher and not inside_launch():
         if launch.print_launch:
-            print(shlex.join(launch_command(cfg, child_argv(args))), flush=True)
+            print(shlex.join(launch_command(cfg, child_argv(cfg))), flush=True)
             return 0
         if not has_cuda():
             raise DistillError(
@@ -57,15 +57,13 @@ def main(cfg: TrainConfig, args: argparse.Namespace) -> int:
                 "or use --launcher fsdp (same sharding as zero3, no DeepSpeed)"
             )
         preflight(cfg)
-        return execute(launch_command(cfg, child_argv(args)))
-    if cfg.rehearse:
-        return rehearse.run(cfg, args, run)
+        return execute(launch_command(cfg, child_argv(cfg)))
     if launch.print_launch and not launch.launcher:
         raise DistillError("--print-launch shows the command of a launcher: add --launcher ddp|zero2|zero3|fsdp")
-    run(cfg)
+    train(cfg)
     return 0
 
 
-def run(cfg: TrainConfig) -> dict:
+def train(cfg: TrainConfig) -> dict:
     """Train a student as `cfg` says; returns the metrics (empty on all but the main process)."""
-    return train_and_save(PREPARE[cfg.method](cfg), cfg)
+    return train_and_save(METHODS[cfg.method].prepare_fn()(cfg), cfg)

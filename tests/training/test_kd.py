@@ -93,7 +93,7 @@ def kd_rows(teacher_tok, n=6):
 
 @pytest.mark.model
 def test_logit_kd_training_lowers_the_kd_loss(tmp_path, tokenizers, student_path):
-    from distill.training.train import run
+    from distill.training.train import train
 
     teacher_tok, _ = tokenizers
     write_jsonl(tmp_path / "kept.jsonl", kd_rows(teacher_tok))
@@ -101,7 +101,7 @@ def test_logit_kd_training_lowers_the_kd_loss(tmp_path, tokenizers, student_path
         model=student_path, method="logit-kd", kd_alpha=0.7, data=str(tmp_path), output=str(tmp_path / "student"),
         sft={"max_steps": 6, "per_device_train_batch_size": 6, "learning_rate": 3e-4, "bf16": False, "warmup_steps": 0},
     ))  # fmt: skip
-    metrics = run(cfg)
+    metrics = train(cfg)
     assert metrics["method_detail"] == "logit-kd" and metrics["steps"] == 6
     assert metrics["same_tokenizer"] is False and metrics["coverage"] > 0.8 and metrics["top_k"] == 4
     logs = [h for h in json.loads((tmp_path / "student" / "log_history.json").read_text()) if "kd_loss" in h]

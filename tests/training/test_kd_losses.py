@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from distill.training.kd_losses import (
     CHUNK_LOGIT_BYTES,
     chunked_kd_ce_loss,
+    chunked_token_logprobs,
     gather_token_logprobs,
     kd_chunk_rows,
     mixed_kd_loss,
@@ -319,6 +320,28 @@ def test_gather_token_logprobs():
     assert logits.grad is not None and logits.grad.shape == logits.shape
     with pytest.raises(ValueError):
         gather_token_logprobs(logits, ids[:, :3])
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 5, 64])
+def test_chunked_token_logprobs_equal_the_full_logits_values_and_gradients(chunk):
+    """On-policy's sampled-token log-probabilities, LM head chunk by chunk, against gather_token_logprobs on the
+    full logits: the same values and the same gradients into the hidden states and the head."""
+    gen = torch.Generator().manual_seed(2)
+    hidden = torch.randn(2, 5, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    head = torch.nn.Linear(6, 11, bias=False).double()
+    ids = torch.randint(0, 11, (2, 5), generator=gen)
+    weights = torch.randn(2, 5, generator=gen, dtype=torch.float64)
+    want = gather_token_logprobs(head(hidden), ids)
+    (want * weights).sum().backward()
+    want_grads = hidden.grad.clone(), head.weight.grad.clone()
+    hidden.grad, head.weight.grad = None, None
+    got = chunked_token_logprobs(hidden, head, ids, chunk=chunk)
+    assert got.shape == (2, 5) and torch.allclose(got, want, atol=1e-12)
+    (got * weights).sum().backward()
+    assert torch.allclose(hidden.grad, want_grads[0], atol=1e-12)
+    assert torch.allclose(head.weight.grad, want_grads[1], atol=1e-12)
+    with pytest.raises(ValueError):
+        chunked_token_logprobs(hidden, head, ids[:, :3])
 
 
 # ---------------------------------------------------------------- training sanity

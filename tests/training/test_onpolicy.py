@@ -15,7 +15,7 @@ from distill.common.models import ensure_embedded
 from distill.common.records import write_jsonl
 from distill.training.align import spans
 from distill.training.config import TrainConfig
-from distill.training.train import run, sft_fields
+from distill.training.train import sft_fields, train
 from tests.fakes import FakeScorer
 
 
@@ -66,7 +66,7 @@ def test_onpolicy_steps_score_the_students_samples_and_train(tmp_path, student_p
         keys = {"onpolicy_loss": loss}
         if loss == "jsd":
             keys.update(onpolicy_top_k=3, onpolicy_lambda=0.5)
-        metrics = run(config(tmp_path, student_path, teacher.url, **keys))
+        metrics = train(config(tmp_path, student_path, teacher.url, **keys))
         scored = teacher.scored
     out = tmp_path / "op"
     assert metrics["steps"] == 2 and metrics["same_tokenizer"] is False
@@ -86,7 +86,7 @@ def test_onpolicy_trains_lora_adapters_with_gradient_accumulation(tmp_path, stud
         cfg = config(
             tmp_path, student_path, teacher.url, lora_r=4, max_steps=1, gradient_accumulation_steps=2, warmup_steps=0
         )
-        metrics = run(cfg)
+        metrics = train(cfg)
         requests = teacher.requests
     out = tmp_path / "op"
     assert metrics["method"] == "lora" and metrics["steps"] == 1
@@ -100,9 +100,9 @@ def test_onpolicy_trains_lora_adapters_with_gradient_accumulation(tmp_path, stud
 def test_onpolicy_resumes_from_its_checkpoint_with_its_budget(tmp_path, student_path):
     write_jsonl(tmp_path / "kept.jsonl", rows())
     with FakeScorer() as teacher:
-        first = run(config(tmp_path, student_path, teacher.url, max_steps=2, save_strategy="steps", save_steps=1))
+        first = train(config(tmp_path, student_path, teacher.url, max_steps=2, save_strategy="steps", save_steps=1))
         assert (tmp_path / "op" / "checkpoints" / "checkpoint-2").is_dir()
-        resumed = run(
+        resumed = train(
             config(tmp_path, student_path, teacher.url, max_steps=3, save_strategy="steps", save_steps=1, resume=True)
         )
     assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["steps"] == 3
@@ -113,12 +113,22 @@ def test_onpolicy_resumes_from_its_checkpoint_with_its_budget(tmp_path, student_
 def test_onpolicy_checks_come_before_anything_is_loaded_or_written(tmp_path, student_path):
     write_jsonl(tmp_path / "kept.jsonl", rows(1))
     with pytest.raises(DistillError, match="--teacher-url"):
-        run(config(tmp_path, student_path, ""))
+        train(config(tmp_path, student_path, ""))
     with FakeScorer() as teacher:
         with pytest.raises(DistillError, match="jsd"):
-            run(config(tmp_path, student_path, teacher.url, onpolicy_lambda=0.5))
+            train(config(tmp_path, student_path, teacher.url, onpolicy_lambda=0.5))
         # a run that fails while loading (here: the teacher's tokenizer) leaves no output folder behind
         missing = str(tmp_path / "no-teacher")
         with pytest.raises(DistillError, match="no-teacher does not exist"):
-            run(config(tmp_path, student_path, teacher.url, teacher=missing))
+            train(config(tmp_path, student_path, teacher.url, teacher=missing))
+    assert not (tmp_path / "op").exists()
+
+
+def test_a_teacher_server_too_short_for_prompt_and_sample_is_one_clear_error(tmp_path, student_path):
+    """The teacher scores the prompt and the whole sample: a server whose max_model_len is shorter would answer
+    HTTP 400 at the first long sample; the run stops before loading the student, naming the length to use."""
+    write_jsonl(tmp_path / "kept.jsonl", rows(2))
+    with FakeScorer(max_model_len=64) as teacher:
+        with pytest.raises(DistillError, match=r"holds 64 tokens \(max_model_len\).*--max-model-len \d+"):
+            train(config(tmp_path, student_path, teacher.url, onpolicy_max_new_tokens=128, max_length=1024))
     assert not (tmp_path / "op").exists()

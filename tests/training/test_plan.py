@@ -409,7 +409,8 @@ def test_main_parses_flags(capsys):
         {"lora": -1},
         {"launcher": "zero4"},
         {"gradient_checkpointing": "sometimes"},
-        {"method": "onpolicy"},
+        {"method": "grpo"},  # not a distill train method
+        {"method": "onpolicy", "qlora": True},
         {"kd_top_k": 0},
         {"method": "logit-kd", "qlora": True},  # distill train refuses QLoRA for logit-kd
     ],

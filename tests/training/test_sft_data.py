@@ -128,11 +128,12 @@ def test_one_path_stays_a_string_and_a_mixture_a_list_on_the_command_line_and_in
     assert cfg_and_args(["--config", str(recipe)])[0].data == "runs/one"
 
 
-def test_print_launch_carries_a_mixture(capsys):
-    argv = ["train", "--launcher", "ddp", "--num-gpus", "2", "--print-launch", "true"]
+def test_print_launch_carries_a_mixture(capsys, tmp_path):
+    argv = ["train", "--launcher", "ddp", "--num-gpus", "2", "--print-launch", "true", "--output", str(tmp_path / "s")]
     code, out, err = run_cli([*argv, "--data", "runs/a:0.7", "runs/b:0.3"], capsys)
     assert code == 0, err
-    assert out.endswith("--data runs/a:0.7 runs/b:0.3")
+    launched = out.split("--config ", 1)[1].strip()
+    assert yaml.safe_load(Path(launched).read_text())["data"] == ["runs/a:0.7", "runs/b:0.3"]
 
 
 # --------------------------------------------------------------------------------------------------

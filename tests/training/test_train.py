@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from distill.common.config import build
 from distill.common.records import write_jsonl
 from distill.training.config import TrainConfig
-from distill.training.train import run
+from distill.training.train import train
 
 pytestmark = pytest.mark.model
 
@@ -38,7 +38,7 @@ def test_sft_changes_every_parameter_and_loss_falls(tmp_path, student_path):
         output=str(tmp_path / "student"),
         sft={"max_steps": 8, "per_device_train_batch_size": 4, "learning_rate": 3e-4, "bf16": False, "warmup_steps": 0},
     )
-    metrics = run(cfg)
+    metrics = train(cfg)
     losses = [h["loss"] for h in json.loads((tmp_path / "student" / "log_history.json").read_text()) if "loss" in h]
     assert len(losses) == 8 and metrics["steps"] == 8
     assert losses[-1] < 0.5 * losses[0], losses  # memorizing four rows: the loss must fall clearly
@@ -93,12 +93,12 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, student_path):
     sft |= {"save_strategy": "steps", "save_steps": 1}
     out = tmp_path / "student"
     common = {"model": student_path, "data": str(tmp_path), "output": str(out), "lora_r": 8}
-    first = run(build(TrainConfig, common | {"sft": sft | {"max_steps": 1}}))
+    first = train(build(TrainConfig, common | {"sft": sft | {"max_steps": 1}}))
     assert first["steps"] == 1 and (out / "checkpoints" / "checkpoint-1" / "trainer_state.json").is_file()
 
     cfg = build(TrainConfig, common | {"resume": True})
     cfg.sft = sft | {"max_steps": 2}
-    second = run(cfg)
+    second = train(cfg)
     assert second["steps"] == 2 and second["resumed_from"] == str(out / "checkpoints" / "checkpoint-1")
     steps = [h["step"] for h in json.loads((out / "log_history.json").read_text()) if "loss" in h]
     assert steps == [1, 2]  # step 1's log came back with the checkpoint; only step 2 ran again

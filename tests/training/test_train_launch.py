@@ -21,7 +21,6 @@ from distill.cli import build_parser, main
 from distill.common import config as C
 from distill.common.errors import DistillError
 from distill.common.records import write_json, write_jsonl
-from distill.common.resources import recipe_for
 from distill.generation.config import GenerateConfig
 from distill.training import base, launch, modelcard, sft, train
 from distill.training.config import TrainConfig
@@ -61,20 +60,29 @@ def no_gpu():
 
 
 def cfg_and_args(argv):
+    """The TrainConfig the CLI resolves from `distill train ARGV` (its recipe layer included), and the parsed args."""
+    from distill.cli import COMMANDS, configured
+
     args = build_parser().parse_args(["train", *argv])
-    size = getattr(args, "size", "tiny")
-    base = {**C.load_yaml(recipe_for(size)), "size": size}
-    return C.from_args(TrainConfig, args, base=base, extra=train.sft_fields()), args
+    return configured(COMMANDS["train"], args), args
 
 
-def test_launch_command_on_one_node_drops_the_launch_flags():
-    cfg, args = cfg_and_args(
-        ["--size", "32b", "--launcher", "zero3", "--num-gpus=8", "--data", "runs/f", "--output", "runs/s"]
+def launched_config(cmd):
+    """The resolved config a launch command hands every rank (`train --config FILE`), as the child reads it."""
+    child = cmd[cmd.index("distill.cli") + 1 :]
+    assert child[:2] == ["train", "--config"] and len(child) == 3, child
+    cfg, _ = cfg_and_args(child[1:])
+    return cfg, yaml.safe_load(Path(child[2]).read_text())
+
+
+def test_launch_command_hands_every_rank_the_resolved_config_without_the_launch_keys(tmp_path):
+    cfg, _ = cfg_and_args(
+        ["--size", "32b", "--launcher", "zero3", "--num-gpus=8", "--data", "runs/f", "--output", str(tmp_path / "s")]
         + ["--set", "learning_rate=2.0e-5", "--set", "main_process_port=29600", "--lora-r", "16"]
     )
     assert cfg.launch.main_process_port == 29600 and cfg.lora.lora_r == 16 and cfg.sft["learning_rate"] == 2e-5
-    cmd = launch.launch_command(cfg, launch.child_argv(args))
-    assert cmd == [
+    cmd = launch.launch_command(cfg, launch.child_argv(cfg))
+    assert cmd[:12] == [
         "accelerate",
         "launch",
         "--config_file",
@@ -87,36 +95,32 @@ def test_launch_command_on_one_node_drops_the_launch_flags():
         "29600",
         "-m",
         "distill.cli",
-        "train",
-        "--size",
-        "32b",
-        "--data",
-        "runs/f",
-        "--output",
-        "runs/s",
-        "--lora-r",
-        "16",
-        "--set",
-        "learning_rate=2.0e-5",
     ]
+    child, written = launched_config(cmd)
+    assert written["stage"] == "train" and not set(written) & set(launch.LAUNCH_KEYS)
+    # every rank trains what this process resolved: the recipe, --set and flags, and no launcher of its own
+    assert child.size == "32b" and child.model == cfg.model and child.data == "runs/f" and child.lora.lora_r == 16
+    assert child.sft == cfg.sft and child.sft["learning_rate"] == 2e-5
+    assert child.launch.launcher == "" and not child.rehearse
 
 
-def test_launch_command_on_several_nodes():
-    cfg, args = cfg_and_args(
+def test_launch_command_on_several_nodes(tmp_path):
+    cfg, _ = cfg_and_args(
         ["--size", "70b", "--launcher", "fsdp", "--num-gpus", "8", "--num-nodes", "4", "--machine-rank", "3"]
         + ["--main-process-ip", "10.0.0.1", "--resume", "true", "--print-launch", "true"]
+        + ["--output", str(tmp_path / "s")]
     )
-    cmd = launch.launch_command(cfg, launch.child_argv(args))
+    cmd = launch.launch_command(cfg, launch.child_argv(cfg))
     flags = dict(zip(cmd[2:12:2], cmd[3:12:2], strict=True))
     assert flags["--num_processes"] == "32" and flags["--num_machines"] == "4"
     assert flags["--machine_rank"] == "3" and flags["--main_process_ip"] == "10.0.0.1"
     assert flags["--config_file"].endswith("recipes/accelerate/fsdp.yaml")
-    child = cmd[cmd.index("distill.cli") + 1 :]
-    assert child == ["train", "--size", "70b", "--resume", "true"]  # every launch flag left out
+    child, _ = launched_config(cmd)
+    assert child.resume and child.size == "70b" and child.launch.num_nodes == 1  # every launch flag left out
 
     cfg.launch.main_process_ip = ""
     with pytest.raises(DistillError, match="--num-nodes 4 needs --main-process-ip"):
-        launch.launch_command(cfg, child)
+        launch.launch_command(cfg, ["train"])
     assert launch.launch_command(C.build(TrainConfig, {"launcher": "ddp"}), ["train"], gpus_here=4)[5] == "4"
     with pytest.raises(DistillError, match="pass --num-gpus"):
         launch.launch_command(C.build(TrainConfig, {"launcher": "ddp"}), ["train"], gpus_here=0)
@@ -124,19 +128,12 @@ def test_launch_command_on_several_nodes():
 
 def test_print_launch_prints_the_command_without_a_gpu(capsys, tmp_path):
     argv = ["train", "--size", "7b", "--launcher", "zero3", "--num-gpus", "8", "--print-launch", "true"]
-    code, out, err = run_cli([*argv, "--data", str(tmp_path / "kept.jsonl")], capsys)
+    code, out, err = run_cli([*argv, "--data", str(tmp_path / "kept.jsonl"), "--output", str(tmp_path / "s")], capsys)
     assert code == 0, err
     cmd = shlex.split(out)
     assert cmd[:2] == ["accelerate", "launch"] and "recipes/accelerate/zero3.yaml" in cmd[3]
-    assert cmd[cmd.index("-m") :] == [
-        "-m",
-        "distill.cli",
-        "train",
-        "--size",
-        "7b",
-        "--data",
-        str(tmp_path / "kept.jsonl"),
-    ]
+    child, _ = launched_config(cmd)
+    assert child.size == "7b" and child.data == str(tmp_path / "kept.jsonl") and child.model == "Qwen/Qwen2.5-Math-7B"
 
 
 def test_launcher_without_gpu_is_a_clear_error(capsys):
@@ -153,10 +150,10 @@ def test_inside_a_launch_it_trains_instead_of_launching_again(monkeypatch):
     assert not launch.inside_launch({})
     assert launch.inside_launch({"LOCAL_RANK": "0"}) and launch.inside_launch({launch.LAUNCHED_ENV: "1"})
     ran = []
-    monkeypatch.setattr(train, "run", lambda cfg: ran.append(cfg))
+    monkeypatch.setattr(train, "train", lambda cfg: ran.append(cfg))
     monkeypatch.setenv("LOCAL_RANK", "0")
-    cfg, args = cfg_and_args(["--launcher", "ddp", "--num-gpus", "2"])
-    assert train.main(cfg, args) == 0 and ran == [cfg]
+    cfg, _ = cfg_and_args(["--launcher", "ddp", "--num-gpus", "2"])
+    assert train.run(cfg) == 0 and ran == [cfg]
 
 
 def test_launch_on_a_gpu_machine_checks_first_then_runs_the_command(tmp_path, monkeypatch):
@@ -166,16 +163,18 @@ def test_launch_on_a_gpu_machine_checks_first_then_runs_the_command(tmp_path, mo
         monkeypatch.delenv(key, raising=False)
     ran = []
     monkeypatch.setattr(train, "execute", lambda cmd: ran.append(cmd) or 5)
-    cfg, args = cfg_and_args(["--launcher", "ddp", "--num-gpus", "2", "--data", str(tmp_path)])
+    cfg, _ = cfg_and_args(
+        ["--launcher", "ddp", "--num-gpus", "2", "--data", str(tmp_path), "--output", str(tmp_path / "s")]
+    )
     with pytest.raises(DistillError, match="does not exist"):  # checked once here, not in every process
-        train.main(cfg, args)
+        train.run(cfg)
     write_jsonl(tmp_path / "kept.jsonl", [ROW])
-    assert train.main(cfg, args) == 5 and ran[0][:2] == ["accelerate", "launch"]  # its exit code comes back
+    assert train.run(cfg) == 5 and ran[0][:2] == ["accelerate", "launch"]  # its exit code comes back
     assert ran[0][ran[0].index("--num_processes") + 1] == "2"
     if importlib.util.find_spec("deepspeed") is None:
         cfg.launch.launcher = "zero3"
         with pytest.raises(DistillError, match="pip install deepspeed, or use --launcher fsdp"):
-            train.main(cfg, args)
+            train.run(cfg)
 
 
 def test_execute_returns_the_exit_code_and_forwards_sigterm(tmp_path):
