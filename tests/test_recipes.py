@@ -10,6 +10,7 @@ fails, so a new kind of recipe comes with its check.
 - slurm/: bash that parses, with its #SBATCH header.
 """
 
+import re
 import subprocess
 
 import jinja2
@@ -74,3 +75,26 @@ def test_recipe(path):
         r = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
         assert r.returncode == 0, (path, r.stderr)
         assert "#SBATCH --nodes=" in text
+
+
+LAUNCH_LINE = re.compile(r"^# Launch: distill train .*--launcher (\w+) --num-gpus (\d+)", re.M)
+
+
+@pytest.mark.parametrize(
+    "path", sorted(p for m in METHODS for p in (RECIPES / m).glob("*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}"
+)
+def test_a_recipe_headers_launcher_is_the_one_distill_plan_picks(path):
+    """The header's launch command names the launcher `distill plan` chooses for the recipe on its GPUs (the 7b
+    header said ZeRO-3 while the plan picked ZeRO-2)."""
+    from distill.training.config import PlanConfig
+    from distill.training.plan import plan
+
+    found = LAUNCH_LINE.search(path.read_text())
+    if not found or path.parent.name not in ("sft", "logit-kd"):  # no single-node launch line, or no plan profile
+        pytest.skip("no `--launcher` in the header's launch line")
+    size = path.stem.rsplit("-", 1)[1]
+    result = plan(PlanConfig(size=size, method=path.parent.name, gpus=int(found.group(2))))
+    assert result["fits"] and result["memory_gib"]["launcher"] == found.group(1), (
+        result["verdict"],
+        result["memory_gib"],
+    )

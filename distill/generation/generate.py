@@ -40,7 +40,8 @@ from distill.common import config as config_mod
 from distill.common.client import SAMPLING_KEYS, Job, Result, build_messages, run_jobs, sampling_params
 from distill.common.errors import DistillError
 from distill.common.hub import push_dataset
-from distill.common.models import model_name
+from distill.common.lengths import check_length, prompt_lengths
+from distill.common.models import model_name, resolve_model
 from distill.common.records import assistant_text, check_input_file, read_jsonl, truncate_torn_tail, write_json
 from distill.common.server import Server, connect_all, servers_for
 from distill.generation.config import GenerateConfig
@@ -273,6 +274,10 @@ def run(cfg: GenerateConfig) -> dict:
     remote = connect_all(cfg.server_url, cfg.served_model_name) if cfg.server_url else None
     teacher = remote[0].model if remote else (cfg.serve.served_model_name or model_name(cfg.teacher))
 
+    # The longest prompts + max_tokens against the server, before anything is written
+    cfg = fit_lengths(cfg, remote, [build_messages(p["problem"], cfg.prompt_template, cfg.system_prompt)
+                                    for p in longest_prompts(prompts)])  # fmt: skip
+
     path = output_file(cfg.output)
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -313,6 +318,32 @@ def run(cfg: GenerateConfig) -> dict:
         url = push_dataset(folder, cfg.push_to_hub)
         print(f"[distill] pushed {folder} to {url}", flush=True)
     return summary
+
+
+LONGEST = 256  # prompts tokenized for the length check: the longest by bytes (the longest in tokens is among them)
+
+
+def longest_prompts(prompts: list[dict], n: int = LONGEST) -> list[dict]:
+    return sorted(prompts, key=lambda p: len(str(p["problem"]).encode()), reverse=True)[:n]
+
+
+def fit_lengths(cfg: GenerateConfig, remote: list[Server] | None, messages: list[list[dict]]) -> GenerateConfig:
+    """The longest prompt + max_tokens against what serves it, before any request: a running server that holds
+    less is one clear error (it would refuse each such request, or cut every trace at finish_reason length); a
+    server distill starts is started for --teacher with a max_model_len that holds it (the teacher's positions
+    permitting). Prompts are counted with the teacher's tokenizer where it is here, else bounded by their bytes."""
+    spec = cfg.teacher
+    local = spec.startswith("embedded:") or Path(spec).expanduser().is_dir()
+    path = resolve_model(spec) if local and not remote else spec
+    lengths, _ = prompt_lengths(path, messages, "")
+    needed = max(lengths) + cfg.max_tokens
+    if remote:
+        for server in remote:
+            check_length(server.model, path, needed, max(lengths), cfg.max_tokens, server)
+        return cfg
+    check_length(spec, path, needed, max(lengths), cfg.max_tokens, None)
+    serve = dataclasses.replace(cfg.serve, model=spec, max_model_len=max(cfg.serve.max_model_len, needed))
+    return dataclasses.replace(cfg, serve=serve)
 
 
 def _generate(

@@ -26,7 +26,7 @@ from distill.common.errors import DistillError
 from distill.common.hub import check_repo_id, markdown_table, portable_path, read_json_object, upload
 from distill.common.models import EMBEDDED
 from distill.common.resources import recipe_for
-from distill.training.config import SFT_DEFAULTS, data_sources
+from distill.training.config import METHODS, SFT_DEFAULTS, data_sources
 
 CARD = "README.md"
 METRICS = "train_metrics.json"
@@ -241,16 +241,6 @@ def _recipe(cfg: dict) -> str:
     return f"recipes/{method}/{path.name}"
 
 
-# How each `distill train --method` learns from the teacher, for the card's first paragraph.
-HOW = {
-    "sft": "by supervised fine-tuning (TRL's SFTTrainer) on",
-    "logit-kd": "by logit distillation (the teacher's top-K next-token distribution at every token, mixed with "
-    "cross-entropy) on",
-    "onpolicy": "by on-policy distillation (the student sampled its own answers and the teacher scored every "
-    "token; reverse KL) on the prompts of",
-}
-
-
 def _is_adapter(folder: Path) -> bool:
     return (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file()
 
@@ -289,7 +279,7 @@ def model_card(folder: str | Path, repo_id: str, eval_results: str = "") -> str:
     out = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "", f"# {name}", ""]
     what = "A LoRA adapter for" if adapter else "A student model fine-tuned from"
     out.append(
-        f"{what} [`{base}`](https://huggingface.co/{base}) {HOW.get(method, HOW['sft'])} "
+        f"{what} [`{base}`](https://huggingface.co/{base}) {METHODS.get(method, METHODS['sft']).card} "
         f"{rows if rows is not None else 'the'} reasoning traces of {of} that `distill filter` verified as "
         f"correct, made with distill {__version__}. The loss covers only the assistant's "
         "answer, which ends with the EOS token, so the student learns to stop.\n"

@@ -8,9 +8,10 @@ import pytest
 import yaml
 
 from distill.common.errors import DistillError
+from distill.common.lengths import check_length, model_positions
 from distill.common.records import write_jsonl
 from distill.evaluation.config import EvalConfig
-from distill.evaluation.evaluate import NEUTRAL_SAMPLING, check_length, model_positions, model_prompt, run
+from distill.evaluation.evaluate import NEUTRAL_SAMPLING, model_prompt, run
 from tests.fakes import FakeOpenAI
 
 

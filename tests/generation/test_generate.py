@@ -270,3 +270,40 @@ def test_sigterm_stops_cleanly_and_keeps_what_was_written(tmp_path):
         assert traces.read_bytes().endswith(b"\n")
         assert subprocess.run(_generate_cmd(teacher.url, tmp_path), env=env, capture_output=True).returncode == 0
     assert pairs(traces) == expected(40, 4)
+
+
+def test_a_server_too_short_for_the_longest_prompt_and_max_tokens_is_one_error_before_anything_is_written(tmp_path):
+    """vLLM would answer HTTP 400 to each such request, or cut every trace at finish_reason length; the run is
+    refused before a request is sent or a file written, naming the server's limit and what to set."""
+    prompts_file(tmp_path, n=4)
+    with FakeOpenAI() as srv:
+        srv.max_model_len = 512
+        with pytest.raises(DistillError, match=r"holds 512 \(max_model_len\).*--max-model-len \d+"):
+            run(cfg(tmp_path, [srv.url], max_tokens=1024))
+        assert not (tmp_path / "gen").exists() and srv.requests == 0
+        run(cfg(tmp_path, [srv.url], max_tokens=64))  # the same prompts fit with fewer new tokens
+    assert len(read_rows(tmp_path / "gen" / "traces.jsonl")) == 8
+
+
+def test_without_a_server_url_vllm_is_started_for_the_teacher_with_room_for_prompt_and_max_tokens(
+    tmp_path, monkeypatch
+):
+    """--teacher names the model served (it used to serve serve.model, the embedded teacher, whatever --teacher
+    said), and its max_model_len holds the longest prompt plus max_tokens."""
+    import contextlib
+
+    from distill.generation import generate
+
+    prompts_file(tmp_path, n=3)
+    started = []
+
+    @contextlib.contextmanager
+    def fake_servers(urls, name, serve_cfg, log_dir=None):  # noqa: ARG001
+        started.append(serve_cfg)
+        raise DistillError("stop here")
+        yield []
+
+    monkeypatch.setattr(generate, "servers_for", fake_servers)
+    with pytest.raises(DistillError, match="stop here"):
+        run(cfg(tmp_path, [], teacher="org/some-teacher", max_tokens=6000))
+    assert started[0].model == "org/some-teacher" and started[0].max_model_len > 6000
