@@ -41,21 +41,34 @@ def _byte_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(printable, chars, strict=True)}
 
 
+def control_ids(tokenizer: Any) -> set[int]:
+    """Ids of the tokenizer's control tokens: its special tokens (BOS, EOS, padding, chat-turn markers such as
+    <|im_end|>), which stand for no text. Added tokens that are text, such as the `<think>` and `</think>` of
+    R1-family tokenizers (added with special=False), are not among them: they are spelled by their bytes."""
+    ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for i, token in (getattr(tokenizer, "added_tokens_decoder", {}) or {}).items():
+        if getattr(token, "special", True):
+            ids.add(i)
+    return ids
+
+
 class TokenBytes:
-    """Every token id of a tokenizer as bytes (None for special tokens), and the reverse map."""
+    """Every token id of a tokenizer as bytes (None for control tokens), and the reverse map."""
 
     def __init__(self, tokenizer: Any) -> None:
         vocab = tokenizer.get_vocab()
         size = max(vocab.values()) + 1
-        special = set(getattr(tokenizer, "all_special_ids", []) or [])
-        special |= set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+        special = control_ids(tokenizer)
+        added = {i: str(t) for i, t in (getattr(tokenizer, "added_tokens_decoder", {}) or {}).items()}
         dec = _byte_decoder()
         byte_level = sum(1 for t in vocab if t.startswith("Ġ")) > 0.05 * len(vocab)
         self.pieces: list[bytes | None] = [None] * size
         for token, i in vocab.items():
             if i in special:
                 continue
-            if byte_level and all(c in dec for c in token):
+            if i in added:  # a text token added whole (<think>): its content is its text
+                self.pieces[i] = added[i].encode("utf-8")
+            elif byte_level and all(c in dec for c in token):
                 self.pieces[i] = bytes(dec[c] for c in token)
             else:
                 self.pieces[i] = tokenizer.decode([i]).encode("utf-8")
@@ -101,6 +114,19 @@ def _starts(pieces: list[bytes | None]) -> tuple[list[int], bytes]:
     return starts, b"".join(p for p in pieces if p)
 
 
+LEAD_IN = 64  # the longest text before the teacher's own (in bytes) that lead_in looks for
+
+
+def lead_in(teacher_text: bytes, student_text: bytes) -> int:
+    """Bytes of the student's text before the teacher's begins: 0 when both start alike, else the offset of the
+    teacher's first bytes within the student's first LEAD_IN (a think opener such as `<think>\n` that the
+    teacher's chat template had already put in its prompt)."""
+    if not teacher_text or student_text[:8] == teacher_text[:8]:
+        return 0
+    at = student_text.find(teacher_text[:32], 1, LEAD_IN + 32)
+    return at if 0 < at <= LEAD_IN else 0
+
+
 def align(
     teacher_ids: np.ndarray,
     teacher_top_ids: np.ndarray,
@@ -123,6 +149,11 @@ def align(
     valid = np.zeros(s, dtype=bool)
     t_starts, t_text = _starts([teacher_bytes.pieces[i] if 0 <= i < len(teacher_bytes) else None for i in teacher_ids])
     s_starts, s_text = _starts([student_bytes.pieces[i] if 0 <= i < len(student_bytes) else None for i in student_ids])
+    # The teacher's text may start later than the student's: an R1-family chat template puts `<think>\n` in the
+    # generation prompt, so the teacher generated what follows it while the trained completion holds it too.
+    offset = lead_in(t_text, s_text)
+    t_starts = [b + offset if b >= 0 else b for b in t_starts]
+    t_text = s_text[:offset] + t_text
     common = 0  # the texts agree on their first `common` bytes; offsets beyond that mean different things
     limit = min(len(t_text), len(s_text))
     while common < limit and t_text[common] == s_text[common]:

@@ -38,7 +38,7 @@ from transformers import AutoTokenizer, Trainer
 from distill.common.errors import DistillError
 from distill.common.logprobs import unpack
 from distill.common.models import resolve_model
-from distill.training.align import TokenBytes, align, same_vocabulary, vocab_map
+from distill.training.align import LEAD_IN, TokenBytes, align, control_ids, lead_in, same_vocabulary, vocab_map
 from distill.training.base import (
     Prepared,
     add_eos_to_generation_config,
@@ -90,8 +90,9 @@ def build_examples(
     for idx, row in enumerate(rows):
         tl = unpack(row["teacher_logprobs"], where=row["where"])
         if idx < 8:  # the ids must be the teacher tokenizer's spelling of this completion
-            text = teacher_tokenizer.decode(tl.ids.tolist(), skip_special_tokens=True)
-            if text.strip() != row["text"].strip():
+            text = teacher_tokenizer.decode(tl.ids.tolist(), skip_special_tokens=True).strip()
+            want = row["text"].strip()  # may open with the think tag the teacher's template put in its prompt
+            if text != want and not (want.endswith(text) and len(want) - len(text) <= LEAD_IN):
                 raise DistillError(
                     f"{row['where']}: the teacher's token ids do not decode to the row's answer with the tokenizer of "
                     f"{teacher_tokenizer.name_or_path!r}: set --teacher to the model that generated the traces"
@@ -106,7 +107,7 @@ def build_examples(
             # can cut it differently), then whatever the template puts after the answer
             text_ids = [i for i in tl.ids.tolist() if t_bytes.pieces[i] is not None]
             tail = _template_tail(tokenizer, student_completion)
-            student_completion = text_ids + tail
+            student_completion = _lead_in_ids(student_completion, text_ids, s_bytes) + text_ids + tail
             input_ids = input_ids[:start] + student_completion
             labels = [-100] * start + student_completion
         a = align(tl.ids, tl.top_ids, tl.top_logprobs, student_completion, t_bytes, s_bytes, mapping)
@@ -138,10 +139,23 @@ def build_examples(
     return examples, stats
 
 
+def _lead_in_ids(completion_ids: list[int], teacher_ids: list[int], pieces: TokenBytes) -> list[int]:
+    """The completion's first tokens that spell the text before the teacher's own (align.lead_in: the `<think>\n`
+    an R1-family template put in the teacher's prompt), so the student is still trained to open its reasoning;
+    [] when there is none or it does not end on a token boundary."""
+    text = b"".join(pieces.pieces[i] or b"" for i in completion_ids)
+    lead = lead_in(b"".join(pieces.pieces[i] or b"" for i in teacher_ids), text)
+    n, at = 0, 0
+    while lead and n < len(completion_ids) and at < lead:
+        at += len(pieces.pieces[completion_ids[n]] or b"")
+        n += 1
+    return completion_ids[:n] if lead and at == lead else []
+
+
 def _template_tail(tokenizer: Any, completion_ids: list[int]) -> list[int]:
     """The tokens the chat template puts after the answer's text: from the last special token of the
     completion on (e.g. <|im_end|> and a newline); none when the template adds no special token."""
-    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+    special = control_ids(tokenizer)  # not </think>: a text token of the answer (align.control_ids)
     for i in range(len(completion_ids) - 1, -1, -1):
         if completion_ids[i] in special:
             return completion_ids[i:]
