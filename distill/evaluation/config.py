@@ -35,7 +35,11 @@ class EvalConfig:
         "model spec(s) to evaluate; several are evaluated one after another into <output>/<name>/ and "
         "compared in <output>/comparison.md",
     )
-    tasks: str = option("builtin", "benchmark: a name under eval/ (builtin, sample) or the path of a definition YAML")
+    tasks: list[str] = option(
+        ["builtin"],
+        "benchmark(s): names under eval/ (builtin, sample, aime24, math500, gpqa-diamond, livecodebench, gsm8k) or "
+        "paths of definition YAMLs; several are evaluated one after another into <output>/<benchmark>/",
+    )
     output: str = option("runs/eval", "folder for results.json and samples.jsonl")
     server_url: list[str] = option([], "running OpenAI-compatible server(s) to use instead of starting vLLM")
     served_model_name: str = option("", "model name to request from --server-url")
@@ -77,6 +81,11 @@ class EvalConfig:
         "length, streamed and cut after its first token; nothing is scored",
     )
     concurrency: int = option(0, "requests in flight at once (0: 64 per server)")
+    request_timeout: float = option(
+        0.0,
+        "seconds one request may take (0: the longer of 600 s and max_tokens / 20 tokens per second, so a 32k-token "
+        "reasoning sample at full concurrency is not cut and retried from the start)",
+    )
     timeout: float = option(5.0, "verification time bound per sample, seconds")
     require_boxed: bool = option(
         False,
@@ -92,6 +101,14 @@ class EvalConfig:
             self.server_url = [self.server_url] if self.server_url else []
         if isinstance(self.model, str):  # one model given as text in Python code
             self.model = [self.model]
+        if isinstance(self.tasks, str):  # one benchmark given as text (Python code, a YAML string)
+            self.tasks = [self.tasks]
+        if not self.tasks:
+            raise DistillError("eval: give at least one benchmark in --tasks")
+        if not self.request_timeout >= 0 or self.request_timeout == float("inf"):
+            raise DistillError(
+                f"eval: key 'request_timeout' must be a finite number of seconds >= 0, got {self.request_timeout}"
+            )
         if not self.model:
             raise DistillError("eval: give at least one --model")
         if self.chat_template and self.server_url:

@@ -65,7 +65,15 @@ from distill.verification.code_verify import verify_code
 def run(cfg: EvalConfig) -> dict:
     """Evaluate every --model; with several, each into <output>/<name>/ plus a comparison table.
     Returns the one model's summary, or {"models": [summaries...], "table": markdown} for several."""
-    bench = load_benchmark(cfg.tasks)
+    if len(cfg.tasks) > 1:
+        out = Path(cfg.output)
+        names = folder_names(cfg.tasks)
+        done = {}
+        for i, (task, name) in enumerate(zip(cfg.tasks, names, strict=True), start=1):
+            print(f"[distill] eval: benchmark {i}/{len(cfg.tasks)}: {task} -> {out / name}", flush=True)
+            done[task] = run(dataclasses.replace(cfg, tasks=[task], output=str(out / name)))
+        return {"tasks": done}
+    bench = load_benchmark(cfg.tasks[0])
     if len(cfg.model) == 1:
         return run_one(cfg, bench)
     if cfg.server_url:
@@ -86,6 +94,12 @@ def run(cfg: EvalConfig) -> dict:
     (out / "comparison.md").write_text(f"# {bench.name}\n\n{table}\n")
     print(table, flush=True)
     return {"models": summaries, "table": table}
+
+
+def request_timeout(max_tokens: int) -> float:
+    """Seconds one request may take by default: 600, or max_tokens at 20 tokens/s per sequence when longer (vLLM
+    serving 64 long samples at once decodes each at a few tens of tokens/s)."""
+    return max(600.0, max_tokens / 20.0)
 
 
 def folder_names(models: list[str]) -> list[str]:
@@ -332,7 +346,7 @@ def run_one(cfg: EvalConfig, bench: Benchmark) -> dict:
                 params,
                 lambda r: results.__setitem__((r.job.id, r.job.sample), r),
                 cfg.concurrency,
-                600.0,
+                cfg.request_timeout or request_timeout(max_tokens),
                 "eval",
             )
         )

@@ -34,6 +34,9 @@ SFT_DEFAULTS = {
     # row to its longest one (bench/train.py measures the padding and the speed with and without it). Rows are
     # still shuffled: groups of up to 50 batches are drawn at random and sorted inside.
     "train_sampling_strategy": "group_by_length",
+    # Rank 0 merges a LoRA adapter and pushes to the Hub at the end while the other ranks wait at a barrier: the
+    # default 30-minute collective timeout would kill a 70B merge or a slow upload (seconds; 3 hours).
+    "ddp_timeout": 10800,
 }
 
 

@@ -160,6 +160,18 @@ def grpo_kwargs(cfg: GrpoConfig, cpu: bool) -> dict[str, Any]:
     return kwargs
 
 
+def add_vllm_stop(args: Any, eos_id: int) -> None:
+    """With use_vllm, the end-of-turn token as a stop of vLLM's sampling: TRL's vLLM path (server or colocate)
+    builds SamplingParams from generation_kwargs and never reads the model's generation_config, so without this
+    the completions run on to max_completion_length and the rewards score the run-off."""
+    if not args.use_vllm:
+        return
+    kwargs = dict(args.generation_kwargs or {})
+    stops = list(kwargs.get("stop_token_ids") or [])
+    kwargs["stop_token_ids"] = stops if eos_id in stops else [*stops, eos_id]
+    args.generation_kwargs = kwargs
+
+
 def make_args(cfg: GrpoConfig, output_dir: str | Path, cpu: bool) -> Any:
     """trl.GRPOConfig for this run; TRL's own checks (batch sizes divisible by the group size, ...)
     surface as a DistillError."""
@@ -290,6 +302,7 @@ def run(cfg: GrpoConfig) -> dict:
         ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
         if eos_id not in ids:
             model.generation_config.eos_token_id = [eos_id, *ids]
+        add_vllm_stop(args, eos_id)
 
     group = args.num_generations
     print(

@@ -265,3 +265,33 @@ def test_several_models_refuse_a_running_server(tmp_path):
                 output=str(tmp_path / "x"),
             )
         )
+
+
+def test_several_benchmarks_in_one_tasks_flag_each_into_its_folder(tmp_path, monkeypatch):
+    """`--tasks aime24 math500 gpqa-diamond livecodebench` used to fail at argparse (one name)."""
+    from distill.cli import COMMANDS, build_parser, configured
+    from distill.evaluation import evaluate
+
+    args = build_parser().parse_args(["eval", "--tasks", "sample", "builtin", "--output", str(tmp_path)])
+    cfg = configured(COMMANDS["eval"], args)
+    assert cfg.tasks == ["sample", "builtin"]
+    seen = []
+    monkeypatch.setattr(evaluate, "run_one", lambda c, bench: seen.append((bench.name, c.output)) or {"ok": 1})
+    result = evaluate.run(cfg)
+    assert [name for name, _ in seen] == ["sample", "builtin"]
+    assert [out for _, out in seen] == [str(tmp_path / "sample"), str(tmp_path / "builtin")]
+    assert set(result["tasks"]) == {"sample", "builtin"}
+
+
+def test_the_request_timeout_grows_with_max_tokens():
+    """A 32k-token reasoning sample at 64 in flight takes longer than 600 s; a timeout would restart it forever."""
+    from distill.evaluation.evaluate import request_timeout
+
+    assert request_timeout(1024) == 600.0 and request_timeout(32768) > 1600
+    for bad in (-1.0, float("inf")):
+        try:
+            EvalConfig(request_timeout=bad)
+        except Exception as e:  # noqa: BLE001
+            assert "request_timeout" in str(e)
+        else:
+            raise AssertionError(f"request_timeout {bad} accepted")

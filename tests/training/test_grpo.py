@@ -239,3 +239,22 @@ def test_short_grpo_run_updates_the_student_and_writes_its_files(tmp_path, stude
     assert before.keys() == after.keys()
     changed = [k for k in before if not torch.equal(before[k].float(), after[k].float())]
     assert len(changed) == len(before), f"parameters not updated: {sorted(set(before) - set(changed))[:5]}"
+
+
+def test_with_vllm_sampling_stops_at_the_end_of_turn_token():
+    """TRL's vLLM path builds SamplingParams from generation_kwargs only: the end-of-turn token must be there (on
+    the model's generation_config alone, vLLM never saw it and completions ran to max_completion_length)."""
+    from trl import GRPOConfig
+
+    from distill.training.grpo import add_vllm_stop
+
+    args = GRPOConfig(output_dir="/tmp/unused", use_vllm=True, use_cpu=True, bf16=False, num_generations=2,
+                      per_device_train_batch_size=2, generation_kwargs={"stop_token_ids": [7]})  # fmt: skip
+    add_vllm_stop(args, 151645)
+    assert args.generation_kwargs["stop_token_ids"] == [7, 151645]
+    add_vllm_stop(args, 151645)  # once
+    assert args.generation_kwargs["stop_token_ids"] == [7, 151645]
+    plain = GRPOConfig(output_dir="/tmp/unused", use_cpu=True, bf16=False, num_generations=2,
+                       per_device_train_batch_size=2)  # fmt: skip
+    add_vllm_stop(plain, 151645)  # transformers' generate reads the generation config; its kwargs stay untouched
+    assert not plain.generation_kwargs
