@@ -79,9 +79,10 @@ def test_pipeline_end_to_end(tmp_path, teacher_server, capsys):
     assert all(r["correct"] and r["verify_reason"] == "correct" for r in kept)
     assert all(r["reject_reason"] for r in rejected)
 
-    # Train a few steps: the student's weights move.
+    # Train a few steps: the student's weights move. Four: the recipe's warmup makes the first step's lr 0, and two
+    # steps (one of them effective) left 3 of 4 float32-trained students' answers running to the token limit.
     student = tmp_path / "student"
-    assert main(["train", "--size", "tiny", "--data", str(out), "--output", str(student), "--set", "max_steps=2"]) == 0
+    assert main(["train", "--size", "tiny", "--data", str(out), "--output", str(student), "--set", "max_steps=4"]) == 0
     before = load_file(str(Path(ensure_embedded("student")) / "model.safetensors"))
     after = load_file(str(student / "model.safetensors"))
     moved = [k for k in before if not torch.equal(before[k].float(), after[k].float())]
@@ -96,7 +97,7 @@ def test_pipeline_end_to_end(tmp_path, teacher_server, capsys):
     res = json.loads((ev / "results.json").read_text())
     samples = rows(ev / "samples.jsonl")
     assert res["n"] == 4 and len(samples) == 4 and res["max_model_len"] >= 1024 + res["longest_prompt_tokens"]
-    # A student trained without its stop token never stops (0 of 4); two steps of training do not make the
+    # A student trained without its stop token never stops (0 of 4); four steps of training do not make the
     # embedded student concise, so half is the bar (greedy: the same answers every run).
     stopped = [s for s in samples if s["finish_reason"] == "stop"]
     assert len(stopped) >= 2, [(s["finish_reason"], s["completion_tokens"]) for s in samples]
