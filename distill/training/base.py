@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import shutil
 import time
@@ -365,6 +366,21 @@ def gpu_only_keys(cfg: TrainConfig) -> list[str]:
     return keys + (["use_liger_kernel: true"] if cfg.sft.get("use_liger_kernel") else [])
 
 
+POSITIVE_INTS = ("per_device_train_batch_size", "gradient_accumulation_steps")
+
+
+def check_numbers(kwargs: dict) -> None:
+    """Values TRL accepts and then fails on after the model loads (or trains on silently): a batch of 0 rows, a
+    negative or infinite learning rate. One line each, before any weights load."""
+    for key in POSITIVE_INTS:
+        value = kwargs.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise DistillError(f"train: key '{key}' must be a whole number of at least 1, got {value!r}")
+    lr = kwargs.get("learning_rate")
+    if lr is not None and not (isinstance(lr, int | float) and not isinstance(lr, bool) and 0 < lr < math.inf):
+        raise DistillError(f"train: key 'learning_rate' must be a finite number > 0, got {lr!r}")
+
+
 def training_args(
     cfg: TrainConfig, out: Path, drop: tuple[str, ...] = (), force: dict | None = None, cpu: bool | None = None
 ) -> Any:
@@ -379,6 +395,7 @@ def training_args(
     for key in drop:
         kwargs.pop(key, None)
     kwargs.update(force or {})
+    check_numbers(kwargs)
     if cfg.eos_token:
         kwargs["eos_token"] = cfg.eos_token  # TRL mirrors it into the model's config and generation_config
     if kwargs.get("padding_free") and not kwargs.get("packing") and kwargs.get("max_length"):
