@@ -115,11 +115,11 @@ def bench_train_data(data: Path, rows: int, tmp: Path) -> dict:
         "import sys, time; from transformers import AutoTokenizer\n"
         "from distill.common.config import build; from distill.common.models import resolve_model\n"
         "from distill.training.config import TrainConfig; from distill.training.train import sft_fields\n"
-        "from distill.training import base\n"
+        "from distill.training import base, sft_data\n"
         "cfg = build(TrainConfig, {'data': sys.argv[1], 'output': sys.argv[2], 'dataset_cache': sys.argv[3]},"
         " extra=sft_fields())\n"
         "tok = AutoTokenizer.from_pretrained(resolve_model(cfg.model)); base.configure_tokenizer(tok, cfg, cfg.model)\n"
-        "t = time.monotonic(); data = base.sft_dataset(cfg, tok, 32768, 0)\n"
+        "t = time.monotonic(); data = sft_data.sft_dataset(cfg, tok, 32768, 0)\n"
         "print(len(data.dataset), round(time.monotonic() - t, 2))"
     )
     args = [str(data), str(tmp / "student"), str(tmp / "datasets")]

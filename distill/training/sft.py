@@ -1,7 +1,7 @@
 """`distill train` (--method sft, the default): supervised fine-tuning with TRL's SFTTrainer.
 
 Each kept row's `messages` becomes a prompt/completion pair, so the loss covers only the assistant turn.
-The rows are memory-mapped Arrow (distill.training.base.sft_dataset: checked per row, token lengths as a
+The rows are memory-mapped Arrow (distill.training.sft_data.sft_dataset: checked per row, token lengths as a
 column, the length policy as a filter, a --data mixture drawn with the seed), cached under --dataset-cache
 so a resume or a second run on the same files reads them, and TRL's tokenization, from there; the rest
 (checks, loading, LoRA, saving) is distill.training.base's.
@@ -25,18 +25,15 @@ from distill.training.base import (
     check_stop_token,
     checks_before_loading,
     configure_tokenizer,
-    cores,
-    data_procs,
-    first_pair,
     kept_file,
     load_student,
     lora_config,
     method_args,
     recipe_max_length,
-    sft_dataset,
     supervised_example,
 )
 from distill.training.config import SFT_DEFAULTS, TrainConfig, data_sources
+from distill.training.sft_data import cores, data_procs, first_pair, sft_dataset
 
 
 def prepare(cfg: TrainConfig) -> Prepared:

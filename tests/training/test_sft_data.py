@@ -1,4 +1,4 @@
-"""SFT's data as memory-mapped Arrow (distill.training.base.sft_dataset): the rows and their checks, token
+"""SFT's data as memory-mapped Arrow (distill.training.sft_data.sft_dataset): the rows and their checks, token
 lengths and the length policy, --data mixtures (syntax, counts, proportions, the seed), the cache a second
 run reads, and a tiny `distill train` on a mixture (model tier)."""
 
@@ -17,7 +17,7 @@ from distill.common import config as C
 from distill.common.errors import DistillError
 from distill.common.records import write_jsonl
 from distill.common.resources import recipe_for
-from distill.training import base, modelcard, onpolicy, train
+from distill.training import base, modelcard, onpolicy, sft_data, train
 from distill.training.config import TrainConfig, data_sources
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ def tokenizer(student_path):
 
 def prepare(tokenizer, tmp_path, data, max_length=1024, seed=0, **kw):
     cfg = TrainConfig(data=data, dataset_cache=str(tmp_path / "cache"), **kw)
-    return base.sft_dataset(cfg, tokenizer, max_length, seed)
+    return sft_data.sft_dataset(cfg, tokenizer, max_length, seed)
 
 
 def run_cli(argv, capsys):
@@ -142,13 +142,13 @@ def test_print_launch_carries_a_mixture(capsys, tmp_path):
 
 @pytest.mark.parametrize("shard_bytes", [32 << 20, 700])  # one process; several processes on byte ranges
 def test_arrow_rows_are_the_checked_pairs_in_file_order(tmp_path, monkeypatch, shard_bytes):
-    monkeypatch.setattr(base, "SHARD_BYTES", shard_bytes)
+    monkeypatch.setattr(sft_data, "SHARD_BYTES", shard_bytes)
     src = source(tmp_path / "a", "A", 40, system=True)
-    ds = base.load_kept(str(src), tmp_path / "cache", num_proc=3)
+    ds = sft_data.load_kept(str(src), tmp_path / "cache", num_proc=3)
     want = base.load_sft_rows(src)
     assert len(ds) == 40 and ds.column_names == ["prompt", "completion"]
     assert [ds[i] for i in range(len(ds))] == want
-    assert len(base.load_kept(str(src), tmp_path / "cache", num_proc=3, max_examples=5)) == 5
+    assert len(sft_data.load_kept(str(src), tmp_path / "cache", num_proc=3, max_examples=5)) == 5
 
 
 @pytest.mark.parametrize("shard_bytes", [32 << 20, 300])
@@ -162,13 +162,13 @@ def test_arrow_rows_are_the_checked_pairs_in_file_order(tmp_path, monkeypatch, s
     ],
 )
 def test_bad_rows_are_errors_naming_file_and_row(tmp_path, monkeypatch, shard_bytes, bad, message):
-    monkeypatch.setattr(base, "SHARD_BYTES", shard_bytes)
+    monkeypatch.setattr(sft_data, "SHARD_BYTES", shard_bytes)
     lines = [json.dumps(row(f"A{i}")) for i in range(12)]
     lines[6] = bad if isinstance(bad, str) else json.dumps(bad)
     file = tmp_path / "kept.jsonl"
     file.write_text("\n".join(lines) + "\n")
     with pytest.raises(DistillError, match="^" + str(file).replace(".", r"\.") + ", " + message):
-        base.load_kept(str(tmp_path), tmp_path / "cache", num_proc=2)
+        sft_data.load_kept(str(tmp_path), tmp_path / "cache", num_proc=2)
     with pytest.raises(DistillError, match=message):  # load_sft_rows (logit-kd, the rehearsal) says the same
         base.load_sft_rows(tmp_path)
 
@@ -176,9 +176,9 @@ def test_bad_rows_are_errors_naming_file_and_row(tmp_path, monkeypatch, shard_by
 def test_an_empty_or_missing_file_says_so(tmp_path):
     (tmp_path / "kept.jsonl").write_text("")
     with pytest.raises(DistillError, match="no training rows"):
-        base.load_kept(str(tmp_path), tmp_path / "cache", num_proc=1)
+        sft_data.load_kept(str(tmp_path), tmp_path / "cache", num_proc=1)
     with pytest.raises(DistillError, match="does not exist"):
-        base.load_kept(str(tmp_path / "none.jsonl"), tmp_path / "cache", num_proc=1)
+        sft_data.load_kept(str(tmp_path / "none.jsonl"), tmp_path / "cache", num_proc=1)
 
 
 # --------------------------------------------------------------------------------------------------
