@@ -42,6 +42,7 @@ import torch  # noqa: E402
 from distill.common.config import build, load_yaml  # noqa: E402
 from distill.common.records import write_jsonl  # noqa: E402
 from distill.common.resources import recipe_for  # noqa: E402
+from distill.common.server import native_bf16  # noqa: E402
 from distill.training.config import TrainConfig  # noqa: E402
 from distill.training.plan import find_arch  # noqa: E402
 
@@ -128,6 +129,9 @@ def sft_section(name: str, size: str, args: argparse.Namespace, work: Path, **ex
     if not torch.cuda.is_available():
         values["requires_gpu"] = False
         notes.append("CPU (--tiny)")
+        if not native_bf16(cuda=False)[0]:  # emulated bf16 is ~78x slower (bench/cpu_dtype.py): the script's check
+            values["bf16"] = False
+            notes.append("float32: this CPU has no native bf16")
     cfg = build(TrainConfig, values, source=f"gpu_check {size}", extra=sft_fields())
     reset_peak()
     start = time.monotonic()
