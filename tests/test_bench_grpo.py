@@ -18,7 +18,7 @@ def test_the_held_out_eval_uses_the_recipes_prompt_levels_and_cap(tmp_path):
     recipe = C.load_yaml(ROOT / "recipes/grpo/tiny-cpu.yaml")
     cfg = eval_config(held_out_eval_args(recipe, tmp_path / "grpo", tmp_path / "eval", 150))
     assert cfg.model == [recipe["model"], str(tmp_path / "grpo")]  # before and after, paired in one call
-    assert cfg.tasks == "builtin" and cfg.levels == recipe["levels"] and cfg.num_prompts == 150
+    assert cfg.tasks == ["builtin"] and cfg.levels == recipe["levels"] and cfg.num_prompts == 150
     assert cfg.prompt_template == recipe["prompt_template"] and cfg.system_prompt == ""
     assert cfg.max_tokens == recipe["max_completion_length"] == 64 and cfg.temperature == 0
 
