@@ -335,10 +335,16 @@ def fit_lengths(cfg: GenerateConfig, remote: list[Server] | None, messages: list
     spec = cfg.teacher
     local = spec.startswith("embedded:") or Path(spec).expanduser().is_dir()
     path = resolve_model(spec) if local and not remote else spec
-    lengths, _ = prompt_lengths(path, messages, "")
+    lengths, counted = prompt_lengths(path, messages, "")
     needed = max(lengths) + cfg.max_tokens
     if remote:
         for server in remote:
+            if counted != "tokenizer":  # bytes are only an upper bound: say it, refuse nothing on it
+                if server.max_model_len and needed > server.max_model_len:
+                    print(f"[distill] warning: the longest prompt may not leave room for max_tokens {cfg.max_tokens} "
+                          f"in {server.url}'s max_model_len {server.max_model_len} (prompt length bounded by its "
+                          f"bytes: no tokenizer of {spec} here); requests over it fail and are listed", flush=True)  # fmt: skip
+                continue
             check_length(server.model, path, needed, max(lengths), cfg.max_tokens, server)
         return cfg
     check_length(spec, path, needed, max(lengths), cfg.max_tokens, None)

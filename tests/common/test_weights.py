@@ -2,7 +2,6 @@
 assembled GGUF against the pins, and parts only from site-packages (a folder of the wheel's name in the working
 directory, first on Python's import path, once stood in for a part and assembled a 402 MB GGUF silently)."""
 
-import dataclasses
 import hashlib
 
 import pytest
@@ -66,4 +65,3 @@ def test_the_installed_weight_wheels_match_their_pins(tmp_path):
         out = models._assemble_gguf(emb, tmp_path / f"{role}.gguf")
         assert out.stat().st_size == sum(emb.part_bytes)
     assert EMBEDDED["teacher"].gguf_sha256.startswith("1d9614638d18")  # the sha256 the weights were audited at
-    assert dataclasses.fields(Embedded)
